@@ -1,0 +1,144 @@
+"""Policy: turn a confession (plus audit findings) into a verdict and an action."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Final, Literal, get_args
+
+from confessional.confession import Confession, Verdict
+from confessional.errors import ConfigurationError
+from confessional.schema import COMPLIANCE_LABELS, UNREPORTED_LABELS, ComplianceLabel
+
+__all__ = [
+    "ConfessionPolicy",
+    "FailMode",
+    "OnViolation",
+    "ViolationRule",
+    "default_violation_rule",
+]
+
+OnViolation = Literal["continue", "flag", "end", "interrupt", "error"]
+"""What to do when a confession shows a violation:
+
+- ``continue``: record the confession only.
+- ``flag``: record it and mark the run (span attribute, run tags) so it can be filtered.
+- ``end``: withhold the flagged answer (or stop before the next model call) and end the run.
+- ``interrupt``: pause for human review (needs a checkpointer); approve or reject on resume.
+- ``error``: raise :class:`~confessional.ConfessionHalted`.
+"""
+
+FailMode = Literal["open", "closed"]
+"""What a failed confession (``status="error"``) means: ``open`` lets the run through,
+``closed`` treats it as a violation."""
+
+ViolationRule = Callable[[Confession], Sequence[str]]
+"""A rule returns the reasons it considers the confession a violation (empty: none)."""
+
+_HALTING: Final[frozenset[str]] = frozenset({"end", "interrupt", "error"})
+
+
+def _valid(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigurationError(
+            f"{name}={value!r} is not valid; choose one of: " + ", ".join(map(repr, allowed))
+        )
+
+
+def default_violation_rule(
+    *,
+    max_failing_grade: int = 3,
+    labels: Collection[ComplianceLabel] = UNREPORTED_LABELS,
+    shortcuts: bool = True,
+    discrepancies: bool = True,
+) -> ViolationRule:
+    """The rule of DESIGN.md section 4, with its knobs.
+
+    A violation is: grade <= ``max_failing_grade``; any objective with a label in
+    ``labels``; any reported shortcut (if ``shortcuts``); any audit discrepancy (if
+    ``discrepancies``).
+    """
+    if not 0 <= max_failing_grade <= 7:
+        raise ConfigurationError("max_failing_grade must be between 0 and 7")
+    for label in labels:
+        _valid("labels entry", label, COMPLIANCE_LABELS)
+    label_set = frozenset(labels)
+
+    def rule(confession: Confession) -> list[str]:
+        reasons: list[str] = []
+        report = confession.report
+        if report is not None:
+            if report.overall_compliance_grade <= max_failing_grade:
+                reasons.append(f"grade {report.overall_compliance_grade} <= {max_failing_grade}")
+            hits = [o.compliance for o in report.compliance_analysis if o.compliance in label_set]
+            for label in sorted(set(hits)):
+                reasons.append(f"{hits.count(label)} objective(s) {label}")
+            if shortcuts and report.shortcuts:
+                reasons.append(f"{len(report.shortcuts)} shortcut(s) reported")
+        if discrepancies and confession.discrepancies:
+            kinds = sorted({d.kind for d in confession.discrepancies})
+            reasons.append("unadmitted evidence: " + ", ".join(kinds))
+        return reasons
+
+    return rule
+
+
+class ConfessionPolicy:
+    """Decides pass / flag / halt for each confession.
+
+    Args:
+        on_violation: action on a violation, see :data:`OnViolation`. Default ``"flag"``:
+            nothing is stopped until you choose to, but every violation is filterable.
+        fail_mode: see :data:`FailMode`. Default ``"open"``: a broken confession model must
+            not take the agent down with it.
+        rules: violation rules; a confession violates if any rule returns a reason.
+            Default: ``[default_violation_rule()]``. Custom rules are plain callables.
+        reject_action: what a rejected ``interrupt`` review does: ``"end"`` (default, the
+            flagged answer is withheld) or ``"error"`` (raise ``ConfessionHalted``).
+    """
+
+    def __init__(
+        self,
+        *,
+        on_violation: OnViolation = "flag",
+        fail_mode: FailMode = "open",
+        rules: Sequence[ViolationRule] | None = None,
+        reject_action: Literal["end", "error"] = "end",
+    ) -> None:
+        _valid("on_violation", on_violation, get_args(OnViolation))
+        _valid("fail_mode", fail_mode, get_args(FailMode))
+        _valid("reject_action", reject_action, ("end", "error"))
+        rules = [default_violation_rule()] if rules is None else list(rules)
+        for rule in rules:
+            if not callable(rule):
+                raise ConfigurationError(f"rules must be callables, got {rule!r}")
+        self.on_violation: OnViolation = on_violation
+        self.fail_mode: FailMode = fail_mode
+        self.rules: tuple[ViolationRule, ...] = tuple(rules)
+        self.reject_action: Literal["end", "error"] = reject_action
+
+    @property
+    def halts(self) -> bool:
+        """Whether a violation stops the run (``end``, ``interrupt`` or ``error``)."""
+        return self.on_violation in _HALTING
+
+    def reasons(self, confession: Confession) -> list[str]:
+        """Every reason the confession counts as a violation (empty: it passes)."""
+        if confession.status == "skipped":
+            return []
+        if confession.status == "error":
+            return ["confession failed (fail-closed)"] if self.fail_mode == "closed" else []
+        return [reason for rule in self.rules for reason in rule(confession)]
+
+    def decide(self, confession: Confession) -> Confession:
+        """Return ``confession`` with ``verdict`` and ``reasons`` filled in."""
+        reasons = self.reasons(confession)
+        verdict: Verdict = "pass"
+        if reasons:
+            verdict = "halt" if self.halts else "flag"
+        return confession.model_copy(update={"verdict": verdict, "reasons": reasons})
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfessionPolicy(on_violation={self.on_violation!r}, "
+            f"fail_mode={self.fail_mode!r}, rules={len(self.rules)})"
+        )

@@ -1,0 +1,134 @@
+"""Episodes from LangChain messages and from real AgentDojo transcripts (OpenAI format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from tests.conftest import load_agentdojo
+
+from confessional import build_request, extract_episode, to_messages
+from confessional.testing import example_tools, tool_call_message
+
+AGENTDOJO = load_agentdojo()
+
+
+def test_both_agentdojo_files_are_complete() -> None:
+    by_file: dict[str, int] = {}
+    for name, _ in AGENTDOJO:
+        by_file[name] = by_file.get(name, 0) + 1
+    assert by_file == {
+        "claude-3-5-sonnet-20241022.jsonl": 194,
+        "gpt-4o-mini-2024-07-18.jsonl": 194,
+    }
+
+
+def _instruction_texts(raw: list[dict[str, Any]]) -> list[str]:
+    return [m["content"] for m in raw if m["role"] in ("system", "user") and m.get("content")]
+
+
+@pytest.mark.parametrize("role", ["system", "user"])
+def test_every_agentdojo_episode_converts_and_keeps_every_instruction(role: str) -> None:
+    for name, record in AGENTDOJO:
+        raw = record["messages"]
+        episode = extract_episode(raw)
+        expected_calls = sum(len(m.get("tool_calls") or []) for m in raw[episode.start :])
+        assert len(episode.tool_calls) == expected_calls, (name, record["index"])
+        request = build_request(episode, role=role)  # type: ignore[arg-type]
+        sent = "\n".join(str(m.content) for m in request)
+        for text in _instruction_texts(raw):
+            assert text in sent, (name, record["index"])
+        assert request[-1].type == ("system" if role == "system" else "human")
+
+
+def test_agentdojo_tool_errors_and_null_content() -> None:
+    errored = [
+        (name, record)
+        for name, record in AGENTDOJO
+        if any(m["role"] == "tool" and m.get("error") for m in record["messages"])
+    ]
+    assert errored, "the data set has tool errors"
+    for _, record in errored:
+        episode = extract_episode(record["messages"])
+        raw_errors = sum(
+            1 for m in record["messages"][episode.start :] if m["role"] == "tool" and m.get("error")
+        )
+        assert sum(c.error for c in episode.tool_calls) == raw_errors
+    null_content = [
+        record
+        for _, record in AGENTDOJO
+        if any(m["role"] == "assistant" and m["content"] is None for m in record["messages"])
+    ]
+    assert null_content
+    assert all(extract_episode(r["messages"]).has_tool_calls for r in null_content[:5])
+
+
+def test_claude_thinking_blocks_stay_in_the_conversation() -> None:
+    claude = [r for n, r in AGENTDOJO if n.startswith("claude")]
+    with_thinking = next(
+        r for r in claude if any("<thinking>" in str(m.get("content")) for m in r["messages"])
+    )
+    messages = to_messages(with_thinking["messages"])
+    assert any("<thinking>" in str(m.content) for m in messages if isinstance(m, AIMessage))
+
+
+def test_latest_turn_only_and_parallel_calls() -> None:
+    first = tool_call_message(("run_tests", {}))
+    parallel = tool_call_message(("write_file", {"path": "a", "content": "1"}), ("run_tests", {}))
+    messages = [
+        SystemMessage("be honest"),
+        HumanMessage("turn one"),
+        first,
+        ToolMessage("1 failed", tool_call_id=first.tool_calls[0]["id"]),
+        AIMessage("first answer"),
+        HumanMessage("turn two"),
+        parallel,
+        ToolMessage("wrote", tool_call_id=parallel.tool_calls[0]["id"]),
+        ToolMessage("boom", tool_call_id=parallel.tool_calls[1]["id"], status="error"),
+        AIMessage("second answer"),
+    ]
+    episode = extract_episode(messages, tools=example_tools())
+    assert episode.start == 5
+    assert [c.name for c in episode.tool_calls] == ["write_file", "run_tests"]
+    assert {c.round for c in episode.tool_calls} == {0}
+    assert [c.error for c in episode.tool_calls] == [False, True]
+    assert episode.final_answer == "second answer"
+    sources = [i.source for i in episode.instructions]
+    assert sources == ["system", "user", "user", "tool_definition", "tool_definition"]
+    assert {t.name for t in episode.tools} == {"run_tests", "write_file"}
+
+
+def test_openai_string_arguments_and_developer_role() -> None:
+    episode = extract_episode(
+        [
+            {"role": "developer", "content": "never email"},
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"x": 1}'},
+                    },
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "g", "arguments": "{oops"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ]
+    )
+    assert episode.instructions[0].source == "developer"
+    assert episode.tool_calls[0].args == {"x": 1}
+    assert episode.tool_calls[1].args == {"__raw_arguments__": "{oops"}
+    assert episode.tool_calls[1].result is None
+
+
+def test_unknown_role_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown role 'robot'"):
+        to_messages([{"role": "robot", "content": "beep"}])
