@@ -170,3 +170,67 @@ async def test_concurrent_runs_get_their_own_confession() -> None:
         assert confession.report is not None
         assert confession.report.compliance_analysis[0].objective.endswith(f"run-{i}")
     assert len({c.id for c in results}) == 50
+
+
+def test_background_mode_returns_at_once_and_flush_delivers(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    import threading
+
+    from opentelemetry import trace
+
+    release = threading.Event()
+    gated = admitting_confessor()
+    respond = gated.respond
+
+    def slow(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> Any:
+        release.wait(10)
+        return respond(messages, tools)
+
+    gated.respond = slow
+    received: list[Confession] = []
+    pipeline = ConfessionPipeline(
+        confessor=Confessor(gated),
+        telemetry=ConfessionTelemetry(tracer_provider=tracer_provider),
+        on_confession=[received.append],
+        background=True,
+    )
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("agent") as agent_span:
+        futures = [pipeline.submit(_cheating_run()) for _ in range(3)]
+    assert all(f is not None for f in futures)
+    assert pipeline.pending == 3 and received == []  # the "agent" already returned
+    assert pipeline.flush(timeout=0.05) is False
+    release.set()
+    assert pipeline.flush(timeout=10) is True
+    assert pipeline.pending == 0
+    assert [c.verdict for c in received] == ["flag"] * 3
+    confession_spans = [s for s in span_exporter.get_finished_spans() if s.name == "confession"]
+    assert len(confession_spans) == 3
+    parent_id = agent_span.get_span_context().span_id
+    assert all(s.parent is not None and s.parent.span_id == parent_id for s in confession_spans)
+    assert pipeline.submit([HumanMessage("hi"), AIMessage("no tools")]) is None
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.asyncio
+async def test_background_async_flush_and_sampling() -> None:
+    received: list[Confession] = []
+    pipeline = ConfessionPipeline(
+        confessor=Confessor(admitting_confessor()),
+        on_confession=[received.append],
+        background=True,
+        sample_rate=0.0,
+    )
+    assert await pipeline.asubmit(_cheating_run()) is None  # nothing sampled
+    pipeline.sample_rate = 1.0
+    assert await pipeline.asubmit(_cheating_run()) is not None
+    assert await pipeline.aflush(timeout=10)
+    assert len(received) == 1
+
+
+def test_background_cannot_halt() -> None:
+    with pytest.raises(ConfigurationError, match="background=True cannot halt"):
+        ConfessionPipeline(policy=ConfessionPolicy(on_violation="end"), background=True)
+    with pytest.raises(ConfigurationError, match="sample_rate must be between 0 and 1"):
+        ConfessionPipeline(sample_rate=1.5)

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args
 
 from langchain_core.language_models import BaseChatModel
@@ -214,14 +214,14 @@ class Confessor:
         return chat, False
 
     @staticmethod
-    def _read(reply: Any, structured: bool) -> tuple[ConfessionReport, Any]:
-        """Report from a reply, or ConfessionParseError; also returns the raw message."""
+    def _read(reply: Any, structured: bool) -> ConfessionReport:
+        """The report in a reply, or ConfessionParseError."""
         if structured and isinstance(reply, Mapping):
             parsed, raw = reply.get("parsed"), reply.get("raw")
             if isinstance(parsed, ConfessionReport):
-                return parsed, raw
-            return parse_report(raw if raw is not None else ""), raw
-        return parse_report(reply), reply
+                return parsed
+            return parse_report(raw if raw is not None else "")
+        return parse_report(reply)
 
     def _result(
         self, episode: Episode, chat: BaseChatModel, started: float, **fields: Any
@@ -233,23 +233,50 @@ class Confessor:
             **fields,
         )
 
-    # -- sync -----------------------------------------------------------------------
+    # -- the dialogue, shared by the sync and async drivers --------------------------
 
-    def _attempts(
-        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
-    ) -> ConfessionReport:
+    def _dialogue(
+        self, chat: BaseChatModel, request: list[BaseMessage]
+    ) -> Generator[tuple[Runnable[Any, Any], list[BaseMessage]], Any, ConfessionReport]:
+        """Yields ``(runnable, messages)`` to call and receives the reply; returns the report.
+
+        Keeping the retry logic free of I/O lets ``confess`` and ``aconfess`` share it.
+        """
         runnable, structured = self._runnable(chat)
         messages = request
         for attempt in range(self.parse_retries + 1):
-            reply = runnable.invoke(messages, config=config)
+            reply = yield runnable, messages
             try:
-                return self._read(reply, structured)[0]
+                return self._read(reply, structured)
             except ConfessionParseError as exc:
                 if attempt == self.parse_retries:
                     raise
                 raw = reply.get("raw") if structured and isinstance(reply, Mapping) else reply
                 messages = _retry_messages(request, raw, str(exc))
         raise AssertionError("unreachable")
+
+    def _drive(
+        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
+    ) -> ConfessionReport:
+        dialogue = self._dialogue(chat, request)
+        runnable, messages = next(dialogue)
+        while True:
+            try:
+                runnable, messages = dialogue.send(runnable.invoke(messages, config=config))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def _adrive(
+        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
+    ) -> ConfessionReport:
+        dialogue = self._dialogue(chat, request)
+        runnable, messages = next(dialogue)
+        while True:
+            try:
+                reply = await runnable.ainvoke(messages, config=config)
+                runnable, messages = dialogue.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def confess(
         self,
@@ -266,29 +293,11 @@ class Confessor:
             return Confession(status="error", error="no model: pass model= to the Confessor")
         try:
             report = _run_with_timeout(
-                lambda: self._attempts(chat, request, _call_config(config)), self.timeout_s
+                lambda: self._drive(chat, request, _call_config(config)), self.timeout_s
             )
         except Exception as exc:
             return self._result(episode, chat, started, status="error", error=_describe(exc))
         return self._result(episode, chat, started, status="ok", report=report)
-
-    # -- async ----------------------------------------------------------------------
-
-    async def _aattempts(
-        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
-    ) -> ConfessionReport:
-        runnable, structured = self._runnable(chat)
-        messages = request
-        for attempt in range(self.parse_retries + 1):
-            reply = await runnable.ainvoke(messages, config=config)
-            try:
-                return self._read(reply, structured)[0]
-            except ConfessionParseError as exc:
-                if attempt == self.parse_retries:
-                    raise
-                raw = reply.get("raw") if structured and isinstance(reply, Mapping) else reply
-                messages = _retry_messages(request, raw, str(exc))
-        raise AssertionError("unreachable")
 
     async def aconfess(
         self,
@@ -305,7 +314,7 @@ class Confessor:
             return Confession(status="error", error="no model: pass model= to the Confessor")
         try:
             report = await asyncio.wait_for(
-                self._aattempts(chat, request, _call_config(config)), self.timeout_s
+                self._adrive(chat, request, _call_config(config)), self.timeout_s
             )
         except asyncio.TimeoutError:
             error = f"confession model did not answer within {self.timeout_s:g}s"

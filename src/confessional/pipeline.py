@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextvars
 import logging
+import random
+import threading
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -42,6 +50,16 @@ class ConfessionPipeline:
             raised, so a broken sink cannot break the agent.
         confess_without_tools: also confess turns with no tool call. Default ``False``:
             the method targets tool-using episodes, and plain chat turns would double cost.
+        sample_rate: fraction of episodes confessed, 0 to 1. Default 1.0 (every episode);
+            lower it to bound cost on high-traffic agents. Unsampled turns are ``skipped``.
+        background: run confessions off the critical path through :meth:`submit`: the
+            agent returns at once and the report reaches telemetry and ``on_confession``
+            later. Only meaningful with ``continue``/``flag`` policies (a background
+            confession cannot stop a run that has already returned). Default ``False``.
+        max_concurrency: background confessions running at once. Default 4: confessions
+            are network-bound, and more would compete with the agent for rate limits.
+        max_pending: background confessions queued or running before :meth:`submit`
+            blocks (back-pressure instead of silently dropping work). Default 1000.
     """
 
     def __init__(
@@ -53,16 +71,37 @@ class ConfessionPipeline:
         telemetry: ConfessionTelemetry | None = None,
         on_confession: Sequence[ConfessionSink] = (),
         confess_without_tools: bool = False,
+        sample_rate: float = 1.0,
+        background: bool = False,
+        max_concurrency: int = 4,
+        max_pending: int = 1000,
     ) -> None:
         for sink in on_confession:
             if not callable(sink):
                 raise ConfigurationError(f"on_confession entries must be callable, got {sink!r}")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ConfigurationError(f"sample_rate must be between 0 and 1, got {sample_rate!r}")
+        if max_concurrency < 1 or max_pending < 1:
+            raise ConfigurationError("max_concurrency and max_pending must be at least 1")
+        if background and policy is not None and policy.halts:
+            raise ConfigurationError(
+                f"background=True cannot halt a run (on_violation={policy.on_violation!r}); "
+                "use on_violation='flag' or 'continue', or background=False"
+            )
         self.confessor = confessor or Confessor()
         self.auditor = auditor or Auditor()
         self.policy = policy or ConfessionPolicy()
         self.telemetry = telemetry or ConfessionTelemetry()
         self.on_confession = tuple(on_confession)
         self.confess_without_tools = confess_without_tools
+        self.sample_rate = sample_rate
+        self.background = background
+        self._random = random.Random()
+        self._executor: ThreadPoolExecutor | None = None
+        self._max_concurrency = max_concurrency
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._pending: set[Future[Confession]] = set()
+        self._lock = threading.Lock()
 
     def episode(
         self, messages: Sequence[MessageLike] | Episode, tools: Sequence[Any] | None = None
@@ -72,6 +111,8 @@ class ConfessionPipeline:
             messages if isinstance(messages, Episode) else extract_episode(messages, tools=tools)
         )
         if not episode.has_tool_calls and not self.confess_without_tools:
+            return None
+        if self.sample_rate < 1.0 and self._random.random() >= self.sample_rate:
             return None
         return episode
 
@@ -111,7 +152,7 @@ class ConfessionPipeline:
         """Confess the latest episode of ``messages`` and return the decided confession."""
         episode = self.episode(messages, tools)
         if episode is None:
-            return Confession(status="skipped", error="no tool calls in this turn")
+            return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
         with self.telemetry.span(agent_name=agent_name) as span:
             confession = self.confessor.confess(episode, model=model, config=config)
             confession = self._finish(confession, episode, agent_name)
@@ -132,7 +173,7 @@ class ConfessionPipeline:
         """Async :meth:`run`, with the same behaviour."""
         episode = self.episode(messages, tools)
         if episode is None:
-            return Confession(status="skipped", error="no tool calls in this turn")
+            return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
         with self.telemetry.span(agent_name=agent_name) as span:
             confession = await self.confessor.aconfess(episode, model=model, config=config)
             confession = self._finish(confession, episode, agent_name)
@@ -140,3 +181,99 @@ class ConfessionPipeline:
         self.telemetry.mark_run(confession, config)
         self._emit(confession)
         return confession
+
+    # -- background mode ------------------------------------------------------------
+
+    def submit(
+        self,
+        messages: Sequence[MessageLike] | Episode,
+        *,
+        model: BaseChatModel | None = None,
+        tools: Sequence[Any] | None = None,
+        agent_name: str | None = None,
+    ) -> Future[Confession] | None:
+        """Confess in the background; ``None`` when the turn is not confessed.
+
+        The trace parent is captured now, at episode end, so the confession span nests
+        under the agent's trace even though it finishes later. Blocks only when
+        ``max_pending`` confessions are already queued.
+        """
+        episode = self.episode(messages, tools)
+        if episode is None:
+            return None
+        parent = self.telemetry.current_parent()
+        context = contextvars.copy_context()
+        self._slots.acquire()
+        future = self._pool().submit(
+            context.run, self._run_in_background, episode, model, agent_name, parent
+        )
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._settle)
+        return future
+
+    async def asubmit(
+        self,
+        messages: Sequence[MessageLike] | Episode,
+        *,
+        model: BaseChatModel | None = None,
+        tools: Sequence[Any] | None = None,
+        agent_name: str | None = None,
+    ) -> Future[Confession] | None:
+        """Async :meth:`submit`: never blocks the event loop, even under back-pressure."""
+        if self._slots.acquire(blocking=False):
+            self._slots.release()
+            return self.submit(messages, model=model, tools=tools, agent_name=agent_name)
+        return await asyncio.to_thread(
+            self.submit, messages, model=model, tools=tools, agent_name=agent_name
+        )
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_concurrency, thread_name_prefix="confessional"
+                )
+                flush = weakref.WeakMethod(self.flush)
+                atexit.register(lambda: (method := flush()) is not None and method())
+            return self._executor
+
+    def _run_in_background(
+        self, episode: Episode, model: BaseChatModel | None, agent_name: str | None, parent: Any
+    ) -> Confession:
+        # No RunnableConfig: the agent's run has ended, so callbacks would attach to a
+        # finished run; the trace parent captured at submit time keeps the nesting.
+        with self.telemetry.span(agent_name=agent_name, parent=parent) as span:
+            confession = self.confessor.confess(episode, model=model)
+            confession = self._finish(confession, episode, agent_name)
+            span.record(confession, episode)
+        self._emit(confession)
+        return confession
+
+    def _settle(self, future: Future[Confession]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("background confession failed", exc_info=future.exception())
+
+    @property
+    def pending(self) -> int:
+        """Background confessions queued or running."""
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for every background confession; ``False`` if some are still running."""
+        with self._lock:
+            waiting = list(self._pending)
+        _, still_running = futures_wait(waiting, timeout=timeout)
+        if still_running:
+            logger.warning(
+                "%d background confession(s) still running after flush", len(still_running)
+            )
+        return not still_running
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """Async :meth:`flush`: waits without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
