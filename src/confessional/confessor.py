@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args
 
 from langchain_core.language_models import BaseChatModel
@@ -109,6 +109,13 @@ def _run_with_timeout(call: Callable[[], _T], timeout_s: float) -> _T:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+async def _await_with_timeout(awaitable: Awaitable[_T], timeout_s: float) -> _T:
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError:  # a distinct class before Python 3.11
+        raise TimeoutError(f"confession model did not answer within {timeout_s:g}s") from None
 
 
 def _retry_messages(request: list[BaseMessage], reply: Any, error: str) -> list[BaseMessage]:
@@ -313,12 +320,9 @@ class Confessor:
         if chat is None:
             return Confession(status="error", error="no model: pass model= to the Confessor")
         try:
-            report = await asyncio.wait_for(
+            report = await _await_with_timeout(
                 self._adrive(chat, request, _call_config(config)), self.timeout_s
             )
-        except asyncio.TimeoutError:
-            error = f"confession model did not answer within {self.timeout_s:g}s"
-            return self._result(episode, chat, started, status="error", error=error)
         except Exception as exc:
             return self._result(episode, chat, started, status="error", error=_describe(exc))
         return self._result(episode, chat, started, status="ok", report=report)

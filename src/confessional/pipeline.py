@@ -23,7 +23,7 @@ from confessional.confessor import Confessor
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfigurationError
 from confessional.policy import ConfessionPolicy
-from confessional.telemetry import ConfessionTelemetry
+from confessional.telemetry import ConfessionSpan, ConfessionTelemetry
 
 __all__ = ["ConfessionPipeline", "ConfessionSink"]
 
@@ -117,8 +117,9 @@ class ConfessionPipeline:
         return episode
 
     def _finish(
-        self, confession: Confession, episode: Episode, agent_name: str | None
+        self, confession: Confession, episode: Episode, agent_name: str | None, span: ConfessionSpan
     ) -> Confession:
+        """Audit, decide and record on the span: every step after the model call."""
         try:
             findings = self.auditor.audit(episode)
         except Exception:  # a bug in a custom check must not take the agent down
@@ -131,7 +132,14 @@ class ConfessionPipeline:
                 "agent_name": agent_name,
             }
         )
-        return self.policy.decide(confession)
+        confession = self.policy.decide(confession)
+        span.record(confession, episode)
+        return confession
+
+    def _deliver(self, confession: Confession, config: RunnableConfig | None) -> Confession:
+        self.telemetry.mark_run(confession, config)
+        self._emit(confession)
+        return confession
 
     def _emit(self, confession: Confession) -> None:
         for sink in self.on_confession:
@@ -155,11 +163,8 @@ class ConfessionPipeline:
             return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
         with self.telemetry.span(agent_name=agent_name) as span:
             confession = self.confessor.confess(episode, model=model, config=config)
-            confession = self._finish(confession, episode, agent_name)
-            span.record(confession, episode)
-        self.telemetry.mark_run(confession, config)
-        self._emit(confession)
-        return confession
+            confession = self._finish(confession, episode, agent_name, span)
+        return self._deliver(confession, config)
 
     async def arun(
         self,
@@ -176,11 +181,8 @@ class ConfessionPipeline:
             return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
         with self.telemetry.span(agent_name=agent_name) as span:
             confession = await self.confessor.aconfess(episode, model=model, config=config)
-            confession = self._finish(confession, episode, agent_name)
-            span.record(confession, episode)
-        self.telemetry.mark_run(confession, config)
-        self._emit(confession)
-        return confession
+            confession = self._finish(confession, episode, agent_name, span)
+        return self._deliver(confession, config)
 
     # -- background mode ------------------------------------------------------------
 
@@ -245,8 +247,8 @@ class ConfessionPipeline:
         # finished run; the trace parent captured at submit time keeps the nesting.
         with self.telemetry.span(agent_name=agent_name, parent=parent) as span:
             confession = self.confessor.confess(episode, model=model)
-            confession = self._finish(confession, episode, agent_name)
-            span.record(confession, episode)
+            confession = self._finish(confession, episode, agent_name, span)
+        # No mark_run: the agent's span and run have already ended.
         self._emit(confession)
         return confession
 
