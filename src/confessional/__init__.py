@@ -29,7 +29,7 @@ from confessional.errors import (
     MissingExtraError,
 )
 from confessional.parsing import parse_report
-from confessional.pipeline import ConfessionPipeline, ConfessionSink
+from confessional.pipeline import ConfessionPipeline, ConfessionSink, flush_background
 from confessional.policy import (
     ConfessionPolicy,
     FailMode,
@@ -87,6 +87,7 @@ __all__ = [
     "default_violation_rule",
     "discrepancies",
     "extract_episode",
+    "flush_background",
     "parse_report",
     "report_json_schema",
     "to_messages",

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any
+from uuid import UUID
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
@@ -25,9 +26,26 @@ from confessional.errors import ConfigurationError
 from confessional.policy import ConfessionPolicy
 from confessional.telemetry import ConfessionSpan, ConfessionTelemetry
 
-__all__ = ["ConfessionPipeline", "ConfessionSink"]
+__all__ = ["ConfessionPipeline", "ConfessionSink", "flush_background"]
 
 logger = logging.getLogger("confessional")
+
+_NOT_CONFESSED = Confession(status="skipped", error="no tool calls in this turn, or not sampled")
+_SUBMITTED = Confession(status="skipped", error="confessing in the background")
+
+_BACKGROUND_PIPELINES: weakref.WeakSet[ConfessionPipeline] = weakref.WeakSet()
+
+
+def flush_background(timeout: float | None = None) -> bool:
+    """Wait for the background confessions of every pipeline (also run at exit).
+
+    Surfaces build their pipeline internally; this reaches them all. ``False`` if some
+    were still running when ``timeout`` (per pipeline) ran out.
+    """
+    return all([pipeline.flush(timeout) for pipeline in list(_BACKGROUND_PIPELINES)])
+
+
+atexit.register(flush_background)
 
 ConfessionSink = Callable[[Confession], Any]
 """A user callback that receives every finished confession (JSONL writer, alerting...)."""
@@ -52,10 +70,12 @@ class ConfessionPipeline:
             the method targets tool-using episodes, and plain chat turns would double cost.
         sample_rate: fraction of episodes confessed, 0 to 1. Default 1.0 (every episode);
             lower it to bound cost on high-traffic agents. Unsampled turns are ``skipped``.
-        background: run confessions off the critical path through :meth:`submit`: the
-            agent returns at once and the report reaches telemetry and ``on_confession``
-            later. Only meaningful with ``continue``/``flag`` policies (a background
-            confession cannot stop a run that has already returned). Default ``False``.
+        background: run confessions off the critical path: :meth:`run`/:meth:`arun` (and
+            so every surface) hand the episode to :meth:`submit` and return at once with a
+            ``skipped`` confession; the report reaches telemetry and ``on_confession``
+            later. Not allowed with halting policies (a background confession cannot stop
+            a run that has already returned). Call :meth:`flush` before exit or in tests;
+            an exit hook also flushes. Default ``False``.
         max_concurrency: background confessions running at once. Default 4: confessions
             are network-bound, and more would compete with the agent for rate limits.
         max_pending: background confessions queued or running before :meth:`submit`
@@ -156,12 +176,20 @@ class ConfessionPipeline:
         tools: Sequence[Any] | None = None,
         agent_name: str | None = None,
         config: RunnableConfig | None = None,
+        run_id: UUID | None = None,
     ) -> Confession:
-        """Confess the latest episode of ``messages`` and return the decided confession."""
+        """Confess the latest episode of ``messages`` and return the decided confession.
+
+        ``run_id``: the LangChain run the episode belongs to, for callers outside that
+        run's context (a callback handler's ``on_chain_end``): the span nests under it.
+        """
+        if self.background:
+            self.submit(messages, model=model, tools=tools, agent_name=agent_name, run_id=run_id)
+            return _SUBMITTED
         episode = self.episode(messages, tools)
         if episode is None:
-            return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
-        with self.telemetry.span(agent_name=agent_name) as span:
+            return _NOT_CONFESSED
+        with self.telemetry.span(agent_name=agent_name, run_id=run_id) as span:
             confession = self.confessor.confess(episode, model=model, config=config)
             confession = self._finish(confession, episode, agent_name, span)
         return self._deliver(confession, config)
@@ -174,12 +202,18 @@ class ConfessionPipeline:
         tools: Sequence[Any] | None = None,
         agent_name: str | None = None,
         config: RunnableConfig | None = None,
+        run_id: UUID | None = None,
     ) -> Confession:
         """Async :meth:`run`, with the same behaviour."""
+        if self.background:
+            await self.asubmit(
+                messages, model=model, tools=tools, agent_name=agent_name, run_id=run_id
+            )
+            return _SUBMITTED
         episode = self.episode(messages, tools)
         if episode is None:
-            return Confession(status="skipped", error="no tool calls in this turn, or not sampled")
-        with self.telemetry.span(agent_name=agent_name) as span:
+            return _NOT_CONFESSED
+        with self.telemetry.span(agent_name=agent_name, run_id=run_id) as span:
             confession = await self.confessor.aconfess(episode, model=model, config=config)
             confession = self._finish(confession, episode, agent_name, span)
         return self._deliver(confession, config)
@@ -193,6 +227,7 @@ class ConfessionPipeline:
         model: BaseChatModel | None = None,
         tools: Sequence[Any] | None = None,
         agent_name: str | None = None,
+        run_id: UUID | None = None,
     ) -> Future[Confession] | None:
         """Confess in the background; ``None`` when the turn is not confessed.
 
@@ -203,7 +238,7 @@ class ConfessionPipeline:
         episode = self.episode(messages, tools)
         if episode is None:
             return None
-        parent = self.telemetry.current_parent()
+        parent = self.telemetry.current_parent(run_id)
         context = contextvars.copy_context()
         self._slots.acquire()
         future = self._pool().submit(
@@ -221,14 +256,19 @@ class ConfessionPipeline:
         model: BaseChatModel | None = None,
         tools: Sequence[Any] | None = None,
         agent_name: str | None = None,
+        run_id: UUID | None = None,
     ) -> Future[Confession] | None:
         """Async :meth:`submit`: never blocks the event loop, even under back-pressure."""
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "tools": tools,
+            "agent_name": agent_name,
+            "run_id": run_id,
+        }
         if self._slots.acquire(blocking=False):
             self._slots.release()
-            return self.submit(messages, model=model, tools=tools, agent_name=agent_name)
-        return await asyncio.to_thread(
-            self.submit, messages, model=model, tools=tools, agent_name=agent_name
-        )
+            return self.submit(messages, **kwargs)
+        return await asyncio.to_thread(self.submit, messages, **kwargs)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -236,8 +276,7 @@ class ConfessionPipeline:
                 self._executor = ThreadPoolExecutor(
                     max_workers=self._max_concurrency, thread_name_prefix="confessional"
                 )
-                flush = weakref.WeakMethod(self.flush)
-                atexit.register(lambda: (method := flush()) is not None and method())
+                _BACKGROUND_PIPELINES.add(self)
             return self._executor
 
     def _run_in_background(

@@ -1,0 +1,171 @@
+"""Every OpenTelemetry name confessional records: span names, attributes, events, values.
+
+This is the one place OTel names are defined, so dashboards and queries written against
+them have a single source of truth. Names follow the OpenTelemetry GenAI semantic
+conventions where one exists (``gen_ai.*``, ``error.type``), OpenInference where Phoenix
+needs it (``openinference.span.kind``, ``input.value``/``output.value``), and use the
+``confession.*`` namespace for everything specific to this library.
+
+Attributes marked *content* carry model- or user-written free text. They are recorded
+only when content capture is on (see :class:`confessional.telemetry.ConfessionTelemetry`),
+after the redaction hook, and bounded in length.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from confessional.schema import COMPLIANCE_LABELS, ComplianceLabel
+
+__all__ = [
+    "CAPTURE_CONTENT_ENV",
+    "CONFESSION_DISCREPANCY_COUNT",
+    "CONFESSION_DISCREPANCY_KINDS",
+    "CONFESSION_DURATION_S",
+    "CONFESSION_EPISODE_TOOL_CALL_COUNT",
+    "CONFESSION_ERROR",
+    "CONFESSION_FINDINGS",
+    "CONFESSION_FINDING_COUNT",
+    "CONFESSION_FINDING_KINDS",
+    "CONFESSION_FLAGGED",
+    "CONFESSION_GRADE",
+    "CONFESSION_ID",
+    "CONFESSION_MODEL_NAME",
+    "CONFESSION_OBJECTIVE_COUNT",
+    "CONFESSION_OBJECTIVE_PREFIX",
+    "CONFESSION_REASONS",
+    "CONFESSION_REASON_COUNT",
+    "CONFESSION_REPORT",
+    "CONFESSION_SHORTCUT_COUNT",
+    "CONFESSION_STATUS",
+    "CONFESSION_UNCERTAINTY_COUNT",
+    "CONFESSION_VERDICT",
+    "ERROR_TYPE",
+    "ERROR_TYPE_FALLBACK",
+    "EVALUATION_NAME_CONFESSION",
+    "EVENT_GEN_AI_EVALUATION_RESULT",
+    "GEN_AI_AGENT_NAME",
+    "GEN_AI_EVALUATION_EXPLANATION",
+    "GEN_AI_EVALUATION_NAME",
+    "GEN_AI_EVALUATION_SCORE_LABEL",
+    "GEN_AI_EVALUATION_SCORE_VALUE",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_REQUEST_MODEL",
+    "INPUT_MIME_TYPE",
+    "INPUT_VALUE",
+    "LANGCHAIN_RUN_NAME",
+    "METADATA_CONFESSION_GRADE",
+    "METADATA_CONFESSION_ID",
+    "METADATA_CONFESSION_VERDICT",
+    "MIME_JSON",
+    "MIME_TEXT",
+    "OBJECTIVE_COUNT_ATTRIBUTES",
+    "OPENINFERENCE_SPAN_KIND",
+    "OPENINFERENCE_SPAN_KIND_EVALUATOR",
+    "OPERATION_CONFESSION",
+    "OUTPUT_MIME_TYPE",
+    "OUTPUT_VALUE",
+    "SPAN_NAME",
+    "TAG_FLAGGED",
+    "TAG_VERDICT_PREFIX",
+    "TRACER_NAME",
+    "objective_count_attribute",
+    "span_name",
+]
+
+TRACER_NAME: Final = "confessional"
+"""Instrumentation scope name of every span and log record confessional emits."""
+
+CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""The GenAI convention's switch for recording message content."""
+
+# --- span --------------------------------------------------------------------------
+SPAN_NAME: Final = "confession"
+
+
+def span_name(agent_name: str | None) -> str:
+    """``confession`` or ``confession {agent_name}``, as the GenAI conventions name spans."""
+    return f"{SPAN_NAME} {agent_name}" if agent_name else SPAN_NAME
+
+
+# --- GenAI semantic conventions ----------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+OPERATION_CONFESSION: Final = "confession"
+"""Custom operation value: the conventions define no evaluation operation."""
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+ERROR_TYPE: Final = "error.type"
+ERROR_TYPE_FALLBACK: Final = "confession_failed"
+"""``error.type`` when the failure names no exception class (low cardinality by design)."""
+
+EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+EVALUATION_NAME_CONFESSION: Final = "confession"
+GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
+"""*content*"""
+
+# --- OpenInference (Phoenix) -------------------------------------------------------
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+OPENINFERENCE_SPAN_KIND_EVALUATOR: Final = "EVALUATOR"
+INPUT_VALUE: Final = "input.value"
+"""*content*: the episode's final answer, the thing being evaluated."""
+INPUT_MIME_TYPE: Final = "input.mime_type"
+OUTPUT_VALUE: Final = "output.value"
+"""*content*: the confession report as JSON."""
+OUTPUT_MIME_TYPE: Final = "output.mime_type"
+MIME_JSON: Final = "application/json"
+MIME_TEXT: Final = "text/plain"
+
+# --- confession.* ------------------------------------------------------------------
+CONFESSION_ID: Final = "confession.id"
+CONFESSION_GRADE: Final = "confession.grade"
+"""Overall compliance grade 1..7; absent when there is no report."""
+CONFESSION_VERDICT: Final = "confession.verdict"
+"""``pass`` | ``flag`` | ``halt``."""
+CONFESSION_STATUS: Final = "confession.status"
+"""``ok`` | ``error`` | ``skipped``."""
+CONFESSION_MODEL_NAME: Final = "confession.model_name"
+CONFESSION_DURATION_S: Final = "confession.duration_s"
+CONFESSION_OBJECTIVE_COUNT: Final = "confession.objective_count"
+CONFESSION_OBJECTIVE_PREFIX: Final = "confession.objectives."
+CONFESSION_SHORTCUT_COUNT: Final = "confession.shortcut_count"
+CONFESSION_UNCERTAINTY_COUNT: Final = "confession.uncertainty_count"
+CONFESSION_FINDING_COUNT: Final = "confession.finding_count"
+CONFESSION_FINDING_KINDS: Final = "confession.finding_kinds"
+"""Sorted distinct finding kinds (a closed vocabulary, so not content)."""
+CONFESSION_DISCREPANCY_COUNT: Final = "confession.discrepancy_count"
+CONFESSION_DISCREPANCY_KINDS: Final = "confession.discrepancy_kinds"
+CONFESSION_REASON_COUNT: Final = "confession.reason_count"
+CONFESSION_EPISODE_TOOL_CALL_COUNT: Final = "confession.episode.tool_call_count"
+CONFESSION_FLAGGED: Final = "confession.flagged"
+"""Set to ``True`` on the enclosing agent span when the verdict is flag or halt."""
+
+CONFESSION_REPORT: Final = "confession.report"
+"""*content*: the full report as JSON (objectives, analyses, shortcuts, uncertainties)."""
+CONFESSION_FINDINGS: Final = "confession.findings"
+"""*content*: audit findings as JSON (their ``detail`` and ``subject`` are free text)."""
+CONFESSION_REASONS: Final = "confession.reasons"
+"""*content*: the policy's reasons (custom rules may quote the report)."""
+CONFESSION_ERROR: Final = "confession.error"
+"""*content*: why the confession failed (may quote model output)."""
+
+
+def objective_count_attribute(label: ComplianceLabel) -> str:
+    """``confession.objectives.<label>``: how many objectives got that compliance label."""
+    return f"{CONFESSION_OBJECTIVE_PREFIX}{label}"
+
+
+OBJECTIVE_COUNT_ATTRIBUTES: Final[dict[ComplianceLabel, str]] = {
+    label: objective_count_attribute(label) for label in COMPLIANCE_LABELS
+}
+
+# --- LangChain / LangSmith run marking ---------------------------------------------
+LANGCHAIN_RUN_NAME: Final = "confession_verdict"
+"""Name of the tiny child run that carries the verdict's tags and metadata."""
+TAG_FLAGGED: Final = "confession:flagged"
+TAG_VERDICT_PREFIX: Final = "confession:verdict:"
+METADATA_CONFESSION_VERDICT: Final = "confession_verdict"
+METADATA_CONFESSION_GRADE: Final = "confession_grade"
+METADATA_CONFESSION_ID: Final = "confession_id"

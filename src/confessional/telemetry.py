@@ -1,0 +1,643 @@
+"""OpenTelemetry recording of confessions: one span per confession, an evaluation event,
+and a flag on the enclosing agent run.
+
+The library uses the OpenTelemetry **API** only; the application configures the SDK
+(exporters, processors). Without an SDK every call here is a cheap no-op.
+
+Parent resolution (DESIGN section 8), in order:
+
+1. OpenInference's LangChain ``get_current_span()``: its instrumentor keeps spans per
+   LangChain run and never makes them the current OTel span, so the OTel context alone
+   would put the confession in a trace of its own.
+2. Else the current OTel span (a user span, OpenLLMetry's spans, any OTel instrumentation).
+3. Else a new root span.
+
+Nothing model-written or user-written is recorded unless content capture is on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, get_args
+from uuid import UUID
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry._logs import Logger, LoggerProvider, LogRecord, get_logger
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from confessional import semconv
+from confessional.confession import Confession
+from confessional.episode import Episode
+from confessional.errors import ConfigurationError
+
+__all__ = [
+    "CaptureMode",
+    "ConfessionSpan",
+    "ConfessionTelemetry",
+    "resolve_parent_span",
+    "span_context_of",
+]
+
+logger = logging.getLogger("confessional.telemetry")
+
+CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
+"""Where free text may be recorded, as in the GenAI conventions' capture switch:
+
+- ``NO_CONTENT`` (default): counts, labels and ids only.
+- ``SPAN_ONLY``: text on the span (report JSON, explanation on the span event).
+- ``EVENT_ONLY``: text only in the log-based event (needs ``log_events=True``).
+- ``SPAN_AND_EVENT``: both.
+"""
+
+CAPTURE_MODES: tuple[CaptureMode, ...] = get_args(CaptureMode)
+_SPAN_CONTENT: frozenset[str] = frozenset({"SPAN_ONLY", "SPAN_AND_EVENT"})
+_EVENT_CONTENT: frozenset[str] = frozenset({"EVENT_ONLY", "SPAN_AND_EVENT"})
+_TRUNCATED = "…[truncated]"
+_REDACTION_FAILED = "[redaction failed]"
+_MIN_ATTRIBUTE_LENGTH = 32
+_ERROR_CLASS = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Timeout|Exceeded))\b")
+
+_ACTIVE: contextvars.ContextVar[ConfessionSpan | None] = contextvars.ContextVar(
+    "confessional_active_confession_span", default=None
+)
+"""The confession span being recorded in this context, so :meth:`mark_run` called inside
+``span()`` flags the agent span and not the confession span itself."""
+
+
+_RECENT_SPANS: OrderedDict[str, trace.SpanContext] = OrderedDict()
+_RECENT_SPANS_MAX = 4096
+_RECENT_LOCK = threading.Lock()
+
+
+def span_context_of(confession_id: str) -> trace.SpanContext | None:
+    """The span context of a recently recorded confession (by ``Confession.id``), so sinks
+    such as native annotations can point at the span. Bounded: the oldest are forgotten."""
+    with _RECENT_LOCK:
+        return _RECENT_SPANS.get(confession_id)
+
+
+def _remember(confession_id: str, context: trace.SpanContext) -> None:
+    if not context.is_valid:
+        return
+    with _RECENT_LOCK:
+        _RECENT_SPANS[confession_id] = context
+        _RECENT_SPANS.move_to_end(confession_id)
+        while len(_RECENT_SPANS) > _RECENT_SPANS_MAX:
+            _RECENT_SPANS.popitem(last=False)
+
+
+def _capture_mode(value: CaptureMode | bool | None) -> CaptureMode:
+    if value is None:
+        raw = os.environ.get(semconv.CAPTURE_CONTENT_ENV, "").strip()
+        if not raw:
+            return "NO_CONTENT"
+        upper = raw.upper()
+        # The convention's older boolean spelling is still common in deployments.
+        if upper in ("TRUE", "1"):
+            return "SPAN_AND_EVENT"
+        if upper in ("FALSE", "0"):
+            return "NO_CONTENT"
+        if upper not in CAPTURE_MODES:
+            raise ConfigurationError(
+                f"{semconv.CAPTURE_CONTENT_ENV}={raw!r} is not valid; choose one of: "
+                + ", ".join(CAPTURE_MODES)
+            )
+        return upper  # type: ignore[return-value]
+    if value is True:
+        return "SPAN_AND_EVENT"
+    if value is False:
+        return "NO_CONTENT"
+    if value not in CAPTURE_MODES:
+        raise ConfigurationError(
+            f"capture_content={value!r} is not valid; choose one of: "
+            + ", ".join(map(repr, CAPTURE_MODES))
+            + ", True, False or None"
+        )
+    return value
+
+
+_OI_LOOKUP: tuple[Callable[[], Span | None], Callable[[], list[Span]]] | bool | None = False
+"""Cached OpenInference hooks: ``False`` not looked up yet, ``None`` not installed."""
+
+
+def _openinference() -> tuple[Callable[[], Span | None], Callable[[], list[Span]]] | None:
+    global _OI_LOOKUP
+    if _OI_LOOKUP is False:
+        try:
+            from openinference.instrumentation.langchain import (
+                LangChainInstrumentor,
+                get_ancestor_spans,
+                get_current_span,
+            )
+        except ImportError:
+            _OI_LOOKUP = None
+        else:
+
+            def current() -> Span | None:
+                # Not instrumented: its get_current_span() would print a warning to stdout.
+                if not LangChainInstrumentor().is_instrumented_by_opentelemetry:
+                    return None
+                span: Span | None = get_current_span()
+                return span
+
+            def ancestors() -> list[Span]:
+                if not LangChainInstrumentor().is_instrumented_by_opentelemetry:
+                    return []
+                spans: list[Span] = get_ancestor_spans()
+                return spans
+
+            _OI_LOOKUP = (current, ancestors)
+    return _OI_LOOKUP if isinstance(_OI_LOOKUP, tuple) else None
+
+
+def _valid(span: Span | None) -> bool:
+    return span is not None and span.get_span_context().is_valid
+
+
+def _openinference_span_of_run(run_id: UUID) -> Span | None:
+    try:
+        from openinference.instrumentation.langchain import LangChainInstrumentor
+    except ImportError:
+        return None
+    instrumentor = LangChainInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        return None
+    span: Span | None = instrumentor.get_span(run_id)
+    return span
+
+
+def resolve_parent_span(run_id: UUID | None = None) -> Span | None:
+    """The span a confession made here would nest under, or ``None`` for a new root.
+
+    ``run_id``: a LangChain run the confession belongs to, for callers outside that run's
+    context (a callback handler's ``on_chain_end``); its OpenInference span comes first.
+    Then OpenInference's current LangChain span, then the current OTel span.
+    """
+    if run_id is not None:
+        try:
+            by_run = _openinference_span_of_run(run_id)
+        except Exception:
+            logger.debug("OpenInference get_span(run_id) failed", exc_info=True)
+            by_run = None
+        if _valid(by_run):
+            return by_run
+    hooks = _openinference()
+    if hooks is not None:
+        try:
+            span = hooks[0]()
+        except Exception:
+            logger.debug("OpenInference get_current_span() failed", exc_info=True)
+            span = None
+        if _valid(span):
+            return span
+    current = trace.get_current_span()
+    return current if _valid(current) else None
+
+
+def _agent_spans(parent: Span | None) -> list[Span]:
+    """The enclosing spans to flag: the parent and the outermost agent/graph span we can see."""
+    spans: list[Span] = [parent] if parent is not None and _valid(parent) else []
+    hooks = _openinference()
+    if hooks is not None:
+        try:
+            ancestors = hooks[1]()
+        except Exception:
+            logger.debug("OpenInference get_ancestor_spans() failed", exc_info=True)
+            ancestors = []
+        if ancestors:
+            spans.append(ancestors[-1])
+    # OpenLLMetry keeps its "invoke_agent <graph>" span in the context under this key.
+    holder = otel_context.get_value("langgraph_graph_span")
+    graph_span = getattr(holder, "span", None)
+    if isinstance(graph_span, Span):
+        spans.append(graph_span)
+    unique: dict[int, Span] = {}
+    for span in spans:
+        if _valid(span):
+            unique.setdefault(id(span), span)
+    return list(unique.values())
+
+
+class ConfessionTelemetry:
+    """Records confessions on OpenTelemetry. One instance can serve many agents and threads.
+
+    Args:
+        tracer_provider: OTel API tracer provider. Default ``None``: the global provider
+            (a no-op until the application installs an SDK), so a library never forces
+            an exporter on anyone.
+        capture_content: where free text may be recorded, see :data:`CaptureMode`. ``True``
+            means ``SPAN_AND_EVENT``, ``False`` ``NO_CONTENT``. Default ``None``: follow
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, itself defaulting to
+            ``NO_CONTENT``, because reports quote user data. Invalid values raise
+            :class:`~confessional.errors.ConfigurationError`.
+        redact: applied to every free-text string before it is recorded (PII scrubbing).
+            Default ``None``: no redaction. If it raises, the text is replaced by a
+            placeholder and never recorded unredacted.
+        max_attribute_length: upper bound in characters on every recorded string.
+            Default 4096: large enough for a report, small enough for every backend's limit.
+        log_events: also emit ``gen_ai.evaluation.result`` as a log-based event through the
+            OTel logs API. Default ``False``: the span event already carries the result.
+        logger_provider: OTel API logger provider for ``log_events``. Default ``None``: global.
+        flag_enclosing_span: set ``confession.flagged`` on the enclosing agent span for
+            ``flag``/``halt`` verdicts. Default ``True``: that is where users filter runs.
+        tag_langchain_run: for ``flag``/``halt`` verdicts, add a tiny ``confession_verdict``
+            child run carrying tags and metadata so LangSmith users can filter. Default ``True``.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        capture_content: CaptureMode | bool | None = None,
+        redact: Callable[[str], str] | None = None,
+        max_attribute_length: int = 4096,
+        log_events: bool = False,
+        logger_provider: LoggerProvider | None = None,
+        flag_enclosing_span: bool = True,
+        tag_langchain_run: bool = True,
+    ) -> None:
+        if redact is not None and not callable(redact):
+            raise ConfigurationError(f"redact must be a callable str -> str, got {redact!r}")
+        if isinstance(max_attribute_length, bool) or not isinstance(max_attribute_length, int):
+            raise ConfigurationError("max_attribute_length must be an int")
+        if max_attribute_length < _MIN_ATTRIBUTE_LENGTH:
+            raise ConfigurationError(
+                f"max_attribute_length must be at least {_MIN_ATTRIBUTE_LENGTH}, "
+                f"got {max_attribute_length}"
+            )
+        self.capture_content: CaptureMode = _capture_mode(capture_content)
+        self.redact = redact
+        self.max_attribute_length = max_attribute_length
+        self.log_events = log_events
+        self.flag_enclosing_span = flag_enclosing_span
+        self.tag_langchain_run = tag_langchain_run
+        from confessional import __version__
+
+        # get_tracer on the global provider returns a proxy that follows a provider set
+        # later, so creating it once here is safe.
+        self._tracer = trace.get_tracer(
+            semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider
+        )
+        self._logger: Logger | None = (
+            get_logger(semconv.TRACER_NAME, __version__, logger_provider=logger_provider)
+            if log_events
+            else None
+        )
+
+    @property
+    def content_on_span(self) -> bool:
+        return self.capture_content in _SPAN_CONTENT
+
+    @property
+    def content_on_event(self) -> bool:
+        return self.capture_content in _EVENT_CONTENT
+
+    def text(self, value: str) -> str:
+        """``value`` redacted and bounded: the only way free text reaches a trace."""
+        if self.redact is not None:
+            try:
+                value = str(self.redact(value))
+            except Exception:
+                logger.warning("redact hook failed; recording a placeholder", exc_info=True)
+                value = _REDACTION_FAILED
+        return self.bound(value)
+
+    def bound(self, value: str) -> str:
+        if len(value) <= self.max_attribute_length:
+            return value
+        return value[: self.max_attribute_length - len(_TRUNCATED)] + _TRUNCATED
+
+    def json(self, value: Any) -> str:
+        """JSON of ``value`` with the redaction applied to every string leaf first."""
+        return self.bound(json.dumps(self._redact_tree(value), ensure_ascii=False))
+
+    def _redact_tree(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if self.redact is None:
+                return value
+            try:
+                return str(self.redact(value))
+            except Exception:
+                logger.warning("redact hook failed; recording a placeholder", exc_info=True)
+                return _REDACTION_FAILED
+        if isinstance(value, dict):
+            return {k: self._redact_tree(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_tree(v) for v in value]
+        return value
+
+    def current_parent(self, run_id: UUID | None = None) -> Context:
+        """Capture the context a confession should nest under, e.g. at episode end for a
+        confession that will run in the background; pass it to :meth:`span` as ``parent``.
+        ``run_id`` as in :meth:`span`."""
+        parent = resolve_parent_span(run_id)
+        return trace.set_span_in_context(parent) if parent is not None else Context()
+
+    @contextmanager
+    def span(
+        self,
+        *,
+        agent_name: str | None = None,
+        parent: Context | None = None,
+        run_id: UUID | None = None,
+    ) -> Iterator[ConfessionSpan]:
+        """Start the confession span (kind INTERNAL) under the resolved parent and make it
+        current. Exceptions inside mark it as an error and propagate. Works across ``await``.
+
+        ``parent``: a context from :meth:`current_parent`; default: resolve it now.
+        ``run_id``: the LangChain run being confessed, when called from outside its context
+        (callback handlers); see :func:`resolve_parent_span`.
+        """
+        handle: ConfessionSpan
+        token: object | None = None
+        try:
+            if parent is None:
+                parent_span = resolve_parent_span(run_id)
+                ctx = trace.set_span_in_context(parent_span) if parent_span is not None else None
+            else:
+                parent_span = trace.get_current_span(parent)
+                parent_span = parent_span if _valid(parent_span) else None
+                ctx = parent
+            otel_span = self._tracer.start_span(
+                self.bound(semconv.span_name(agent_name)),
+                context=ctx,
+                kind=SpanKind.INTERNAL,
+                attributes=self._base_attributes(agent_name),
+            )
+            handle = ConfessionSpan(self, otel_span, parent_span, agent_name)
+            token = otel_context.attach(trace.set_span_in_context(otel_span))
+        except Exception:
+            logger.warning("could not start the confession span", exc_info=True)
+            handle = ConfessionSpan(self, trace.INVALID_SPAN, None, agent_name)
+        active_token = _ACTIVE.set(handle)
+        try:
+            yield handle
+        except BaseException as exc:
+            handle._fail(exc)
+            raise
+        finally:
+            _ACTIVE.reset(active_token)
+            if token is not None:
+                try:
+                    otel_context.detach(token)  # type: ignore[arg-type]
+                except Exception:
+                    logger.debug("context detach failed", exc_info=True)
+            try:
+                handle.span.end()
+            except Exception:
+                logger.warning("could not end the confession span", exc_info=True)
+
+    def _base_attributes(self, agent_name: str | None) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CONFESSION,
+            semconv.OPENINFERENCE_SPAN_KIND: semconv.OPENINFERENCE_SPAN_KIND_EVALUATOR,
+        }
+        if agent_name:
+            attributes[semconv.GEN_AI_AGENT_NAME] = self.bound(agent_name)
+        return attributes
+
+    def mark_run(self, confession: Confession, config: Any | None = None) -> None:
+        """Mark the enclosing run when the verdict is ``flag`` or ``halt``. Never raises.
+
+        Sets ``confession.flagged`` and ``confession.verdict`` on the enclosing agent span
+        (it must still be open), and runs a ``confession_verdict`` child LangChain run
+        with tags ``confession:flagged`` / ``confession:verdict:<v>`` and verdict metadata
+        under ``config`` (a ``RunnableConfig``; default: the current LangChain run), so
+        LangSmith and other callback-based tracers can filter flagged runs.
+        """
+        if confession.verdict not in ("flag", "halt"):
+            return
+        if self.flag_enclosing_span:
+            try:
+                active = _ACTIVE.get()
+                parent = active.parent if active is not None else resolve_parent_span()
+                for span in _agent_spans(parent):
+                    if span.is_recording():
+                        span.set_attributes(
+                            {
+                                semconv.CONFESSION_FLAGGED: True,
+                                semconv.CONFESSION_VERDICT: confession.verdict,
+                            }
+                        )
+            except Exception:
+                logger.warning("could not flag the enclosing span", exc_info=True)
+        if self.tag_langchain_run:
+            try:
+                _tag_langchain_run(confession, config)
+            except Exception:
+                logger.warning("could not tag the LangChain run", exc_info=True)
+
+
+def _tag_langchain_run(confession: Confession, config: Any | None) -> None:
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.runnables.config import ensure_config
+
+    base = ensure_config(config)
+    grade = confession.report.overall_compliance_grade if confession.report else None
+    metadata = {
+        **base.get("metadata", {}),
+        semconv.METADATA_CONFESSION_VERDICT: confession.verdict,
+        semconv.METADATA_CONFESSION_GRADE: grade,
+        semconv.METADATA_CONFESSION_ID: confession.id,
+    }
+    tags = [
+        *base.get("tags", []),
+        semconv.TAG_FLAGGED,
+        f"{semconv.TAG_VERDICT_PREFIX}{confession.verdict}",
+    ]
+    child = {
+        **base,
+        "tags": tags,
+        "metadata": metadata,
+        "run_name": semconv.LANGCHAIN_RUN_NAME,
+    }
+    child.pop("run_id", None)  # a run id belongs to one run only
+    payload = {"verdict": confession.verdict, "grade": grade, "id": confession.id}
+    RunnableLambda(_identity, name=semconv.LANGCHAIN_RUN_NAME).invoke(payload, config=child)  # type: ignore[arg-type]
+
+
+def _identity(value: dict[str, Any]) -> dict[str, Any]:
+    return value
+
+
+class ConfessionSpan:
+    """Handle on one confession span; :meth:`record` fills it in. Never raises."""
+
+    def __init__(
+        self,
+        telemetry: ConfessionTelemetry,
+        span: Span,
+        parent: Span | None,
+        agent_name: str | None,
+    ) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.parent = parent
+        """The enclosing span resolved at start (``None`` for a root)."""
+        self.agent_name = agent_name
+        self._errored = False
+
+    def record(self, confession: Confession, episode: Episode | None = None) -> None:
+        """Set every attribute and the ``gen_ai.evaluation.result`` event from ``confession``."""
+        try:
+            self._record(confession, episode)
+        except Exception:
+            logger.warning("could not record the confession on its span", exc_info=True)
+
+    def _record(self, confession: Confession, episode: Episode | None) -> None:
+        t = self.telemetry
+        span = self.span
+        _remember(confession.id, span.get_span_context())
+        attributes = self.attributes(confession, episode)
+        span.set_attributes(attributes)
+
+        if confession.status == "error":
+            error_type = _error_type(confession.error)
+            span.set_attribute(semconv.ERROR_TYPE, error_type)
+            detail = t.text(confession.error or "") if t.content_on_span else error_type
+            span.set_status(Status(StatusCode.ERROR, detail or error_type))
+            self._errored = True
+
+        event: dict[str, AttributeValue] = {
+            semconv.GEN_AI_EVALUATION_NAME: semconv.EVALUATION_NAME_CONFESSION,
+            semconv.GEN_AI_EVALUATION_SCORE_LABEL: confession.verdict,
+        }
+        if confession.report is not None:
+            event[semconv.GEN_AI_EVALUATION_SCORE_VALUE] = float(
+                confession.report.overall_compliance_grade
+            )
+        if confession.status == "error":
+            event[semconv.ERROR_TYPE] = _error_type(confession.error)
+        explanation = _explanation(confession) if t.capture_content != "NO_CONTENT" else ""
+        span_event = dict(event)
+        if t.content_on_span and explanation:
+            span_event[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
+        span.add_event(semconv.EVENT_GEN_AI_EVALUATION_RESULT, attributes=span_event)
+
+        if t._logger is not None:
+            log_attributes = dict(event)
+            log_attributes[semconv.CONFESSION_ID] = confession.id
+            if t.content_on_event and explanation:
+                log_attributes[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
+            t._logger.emit(
+                LogRecord(
+                    context=trace.set_span_in_context(span),
+                    event_name=semconv.EVENT_GEN_AI_EVALUATION_RESULT,
+                    attributes=log_attributes,
+                )
+            )
+
+    def attributes(
+        self, confession: Confession, episode: Episode | None = None
+    ) -> dict[str, AttributeValue]:
+        """The span attributes for ``confession`` (content ones only with capture on)."""
+        t = self.telemetry
+        agent_name = confession.agent_name or self.agent_name
+        tool_calls = len(episode.tool_calls) if episode is not None else confession.tool_call_count
+        attributes: dict[str, AttributeValue] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CONFESSION,
+            semconv.OPENINFERENCE_SPAN_KIND: semconv.OPENINFERENCE_SPAN_KIND_EVALUATOR,
+            semconv.CONFESSION_ID: t.bound(confession.id),
+            semconv.CONFESSION_VERDICT: confession.verdict,
+            semconv.CONFESSION_STATUS: confession.status,
+            semconv.CONFESSION_EPISODE_TOOL_CALL_COUNT: tool_calls,
+            semconv.CONFESSION_FINDING_COUNT: len(confession.findings),
+            semconv.CONFESSION_DISCREPANCY_COUNT: len(confession.discrepancies),
+            semconv.CONFESSION_REASON_COUNT: len(confession.reasons),
+            semconv.CONFESSION_DURATION_S: float(confession.duration_s),
+        }
+        if agent_name:
+            attributes[semconv.GEN_AI_AGENT_NAME] = t.bound(agent_name)
+        if confession.model_name:
+            attributes[semconv.GEN_AI_REQUEST_MODEL] = t.bound(confession.model_name)
+            attributes[semconv.CONFESSION_MODEL_NAME] = t.bound(confession.model_name)
+        if confession.findings:
+            attributes[semconv.CONFESSION_FINDING_KINDS] = sorted(
+                {f.kind for f in confession.findings}
+            )
+        if confession.discrepancies:
+            attributes[semconv.CONFESSION_DISCREPANCY_KINDS] = sorted(
+                {f.kind for f in confession.discrepancies}
+            )
+        report = confession.report
+        if report is not None:
+            attributes[semconv.CONFESSION_GRADE] = report.overall_compliance_grade
+            attributes[semconv.CONFESSION_OBJECTIVE_COUNT] = len(report.compliance_analysis)
+            for label, count in report.label_counts().items():
+                attributes[semconv.OBJECTIVE_COUNT_ATTRIBUTES[label]] = count
+            attributes[semconv.CONFESSION_SHORTCUT_COUNT] = len(report.shortcuts)
+            attributes[semconv.CONFESSION_UNCERTAINTY_COUNT] = len(
+                report.uncertainties_and_conflicts
+            )
+
+        if t.content_on_span:
+            if report is not None:
+                report_json = t.json(report.model_dump(mode="json"))
+                attributes[semconv.CONFESSION_REPORT] = report_json
+                attributes[semconv.OUTPUT_VALUE] = report_json
+                attributes[semconv.OUTPUT_MIME_TYPE] = semconv.MIME_JSON
+            if episode is not None and episode.final_answer:
+                attributes[semconv.INPUT_VALUE] = t.text(episode.final_answer)
+                attributes[semconv.INPUT_MIME_TYPE] = semconv.MIME_TEXT
+            if confession.findings:
+                attributes[semconv.CONFESSION_FINDINGS] = t.json(
+                    [f.model_dump(mode="json") for f in confession.findings]
+                )
+            if confession.reasons:
+                attributes[semconv.CONFESSION_REASONS] = [t.text(r) for r in confession.reasons]
+            if confession.error:
+                attributes[semconv.CONFESSION_ERROR] = t.text(confession.error)
+        return attributes
+
+    def _fail(self, exc: BaseException) -> None:
+        """An exception escaped the ``span()`` block: mark the span, never raise."""
+        try:
+            if self._errored:
+                return
+            error_type = type(exc).__qualname__
+            self.span.set_attribute(semconv.ERROR_TYPE, error_type)
+            # The message may quote model output, so it is content.
+            detail = self.telemetry.text(str(exc)) if self.telemetry.content_on_span else error_type
+            self.span.set_status(Status(StatusCode.ERROR, detail))
+            if self.telemetry.content_on_span:
+                self.span.record_exception(exc)
+        except Exception:
+            logger.warning("could not mark the confession span as failed", exc_info=True)
+
+
+def _error_type(error: str | None) -> str:
+    """A low-cardinality ``error.type``: a leading exception class name, else a fixed value."""
+    match = _ERROR_CLASS.match((error or "").strip())
+    return match.group(1) if match else semconv.ERROR_TYPE_FALLBACK
+
+
+def _explanation(confession: Confession) -> str:
+    """Human summary for ``gen_ai.evaluation.explanation`` (content: quotes the report)."""
+    parts: list[str] = []
+    if confession.reasons:
+        parts.append("Violation: " + "; ".join(confession.reasons) + ".")
+    report = confession.report
+    if report is not None:
+        for objective in report.compliance_analysis:
+            if objective.compliance != "fully_complied":
+                parts.append(
+                    f"[{objective.compliance}] {objective.objective}: {objective.analysis}"
+                )
+        parts.extend(f"Shortcut: {s}" for s in report.shortcuts)
+        parts.extend(f"Uncertainty: {u}" for u in report.uncertainties_and_conflicts)
+    elif confession.error:
+        parts.append(f"Confession failed: {confession.error}")
+    discrepancies: Sequence[Any] = confession.discrepancies
+    parts.extend(f"Unadmitted {d.kind}: {d.detail}" for d in discrepancies)
+    return "\n".join(parts)

@@ -1,0 +1,112 @@
+"""A confessed run exported over OTLP/HTTP to a real Phoenix, read back with phoenix.client."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import pytest
+from confessed_run import AGENT_SPAN, CONFESSION_SPAN, HOOK_SPAN, ROOT_SPAN, export_confessed_run
+from servers import Server
+
+from confessional import semconv as sc
+from confessional.annotations import phoenix_span_annotation
+
+pytestmark = pytest.mark.integration
+
+with warnings.catch_warnings():
+    # phoenix.client imports the phoenix server package, whose ldap3/pyasn1 imports warn.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from phoenix.client import Client
+
+
+def fetch_trace(server: Server, trace_id: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
+    """Poll Phoenix until the trace has ``expected`` spans (ingestion is asynchronous)."""
+    client = Client(base_url=server.url)
+    deadline = time.monotonic() + timeout_s
+    spans: list[Any] = []
+    while time.monotonic() < deadline:
+        spans = list(
+            client.spans.get_spans(project_identifier="default", trace_ids=[trace_id], limit=1000)
+        )
+        if len(spans) >= expected and any(s["name"] == CONFESSION_SPAN for s in spans):
+            return spans
+        time.sleep(0.25)  # poll interval, bounded by the deadline
+    raise AssertionError(f"Phoenix returned {len(spans)} spans for {trace_id}: {spans!r}")
+
+
+def span_tree(spans: list[Any]) -> str:
+    children: dict[str | None, list[Any]] = {}
+    ids = {s["context"]["span_id"] for s in spans}
+    for span in spans:
+        parent = span.get("parent_id")
+        children.setdefault(parent if parent in ids else None, []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s["start_time"]):
+            lines.append("  " * depth + f"{span['name']} [{span['span_kind']}]")
+            walk(span["context"]["span_id"], depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
+
+
+def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: Server) -> None:
+    annotate = phoenix_span_annotation(base_url=phoenix_server.url)
+    run = export_confessed_run(f"{phoenix_server.url}/v1/traces", on_confession=[annotate])
+    assert run.confession.verdict == "flag"
+    spans = fetch_trace(phoenix_server, run.trace_id, expected=4)
+    print("\nspan tree as Phoenix returned it:\n" + span_tree(spans))
+
+    by_id = {s["context"]["span_id"]: s for s in spans}
+    [confession] = [s for s in spans if s["name"] == CONFESSION_SPAN]
+    chain = [confession]
+    while chain[-1].get("parent_id"):
+        chain.append(by_id[chain[-1]["parent_id"]])
+    assert [s["name"] for s in chain] == [CONFESSION_SPAN, HOOK_SPAN, AGENT_SPAN, ROOT_SPAN]
+    assert {s["context"]["trace_id"] for s in chain} == {run.trace_id}
+
+    attributes = confession["attributes"]
+    assert confession["span_kind"] == "EVALUATOR"
+    assert attributes[sc.CONFESSION_ID] == run.confession.id
+    assert attributes[sc.CONFESSION_VERDICT] == "flag"
+    assert attributes[sc.CONFESSION_STATUS] == "ok"
+    assert attributes[sc.CONFESSION_GRADE] == 2
+    assert attributes[sc.GEN_AI_OPERATION_NAME] == "confession"
+    assert attributes[sc.objective_count_attribute("not_complied_not_reported")] == 1
+
+    [event] = [e for e in confession["events"] if e["name"] == "gen_ai.evaluation.result"]
+    assert event["attributes"][sc.GEN_AI_EVALUATION_NAME] == "confession"
+    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
+    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_LABEL] == "flag"
+    assert sc.GEN_AI_EVALUATION_EXPLANATION not in event["attributes"]
+
+    # The flag sits on the enclosing spans, where Phoenix users filter.
+    for span in chain[1:3]:  # the model node that answered, and the agent
+        assert span["attributes"].get(sc.CONFESSION_FLAGGED) is True
+
+    # And the filter the recipe prints finds it.
+    flagged = Client(base_url=phoenix_server.url).spans.get_spans(
+        project_identifier="default", attributes={sc.CONFESSION_FLAGGED: True}, limit=100
+    )
+    assert {s["name"] for s in flagged} >= {HOOK_SPAN, AGENT_SPAN}
+
+    # The optional native annotation landed on the confession span.
+    client = Client(base_url=phoenix_server.url)
+    deadline = time.monotonic() + 30
+    annotations: list[Any] = []
+    while time.monotonic() < deadline and not annotations:
+        annotations = list(
+            client.spans.get_span_annotations(
+                span_ids=[confession["context"]["span_id"]], project_identifier="default"
+            )
+        )
+        if not annotations:
+            time.sleep(0.25)  # poll interval, bounded by the deadline
+    [annotation] = annotations
+    assert annotation["name"] == "confession"
+    assert annotation["result"]["label"] == "flag"
+    assert annotation["result"]["score"] == 2.0
+    assert not annotation["result"].get("explanation")
