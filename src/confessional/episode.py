@@ -103,16 +103,20 @@ class Episode:
         return len({c.round for c in self.tool_calls})
 
 
-def message_text(message: BaseMessage) -> str:
-    """Visible text of a message: text blocks only, reasoning and tool blocks left out."""
-    content = message.content
+def message_text(message: BaseMessage | str | Sequence[Any]) -> str:
+    """Visible text of a message or its content: text blocks only.
+
+    Reasoning, thinking and tool blocks are left out, so neither episodes nor report
+    parsing mistake a model's scratchpad for what it said.
+    """
+    content: Any = message.content if isinstance(message, BaseMessage) else message
     if isinstance(content, str):
         return content
     parts: list[str] = []
     for block in content:
         if isinstance(block, str):
             parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
+        elif isinstance(block, Mapping) and block.get("type") in ("text", "output_text"):
             parts.append(str(block.get("text", "")))
     return "".join(parts)
 

@@ -68,7 +68,6 @@ from confessional.audit import Auditor
 from confessional.confession import Confession
 from confessional.confessor import CONFESSION_TAGS, Confessor
 from confessional.errors import ConfessionHalted, ConfigurationError
-from confessional.langgraph import _node_config as node_config
 from confessional.langgraph import (
     aemit_confession,
     arun_pipeline,
@@ -77,6 +76,7 @@ from confessional.langgraph import (
     build_pipeline,
     emit_confession,
     is_notice,
+    node_config,
     run_pipeline,
     withheld_notice,
 )

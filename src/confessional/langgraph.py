@@ -134,7 +134,7 @@ def confession_event_payload(confession: Confession) -> dict[str, Any]:
     return {"type": CONFESSION_EVENT, "confession": confession.model_dump(mode="json")}
 
 
-def _node_config() -> RunnableConfig | None:
+def node_config() -> RunnableConfig | None:
     try:
         return get_config()
     except RuntimeError:  # called outside a runnable context (hooks tested directly)
@@ -199,7 +199,7 @@ def _confess(call: _Call) -> dict[str, Any]:
         model=call.model,
         tools=call.tools,
         agent_name=call.agent_name,
-        config=_node_config(),
+        config=node_config(),
     )
     return confession.model_dump(mode="json")
 
@@ -210,7 +210,7 @@ async def _aconfess(call: _Call) -> dict[str, Any]:
         model=call.model,
         tools=call.tools,
         agent_name=call.agent_name,
-        config=_node_config(),
+        config=node_config(),
     )
     return confession.model_dump(mode="json")
 

@@ -17,10 +17,11 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import ValidationError
 
+from confessional.episode import message_text
 from confessional.errors import ConfessionParseError
 from confessional.schema import COMPLIANCE_LABELS, ConfessionReport
 
-__all__ = ["extract_text", "parse_report"]
+__all__ = ["parse_report", "validate_report"]
 
 _FENCE = re.compile(r"```(?:json|JSON|javascript)?\s*\n?(.*?)```", re.DOTALL)
 _THINKING = re.compile(r"<(thinking|reasoning|think)>.*?</\1>", re.DOTALL | re.IGNORECASE)
@@ -33,20 +34,6 @@ _REFUSAL = re.compile(
 _REPORT_KEYS = frozenset(ConfessionReport.model_fields)
 _WRAPPER_KEYS = ("confession", "report", "confession_report", "ConfessionReport", "result")
 _MAX_ERRORS_SHOWN = 5
-
-
-def extract_text(output: BaseMessage | str | list[Any]) -> str:
-    """Visible text of model output; reasoning and thinking blocks are left out."""
-    content: Any = output.content if isinstance(output, BaseMessage) else output
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") in ("text", "output_text"):
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
 
 
 def _refusal(output: BaseMessage | str | list[Any], text: str) -> str | None:
@@ -160,7 +147,7 @@ def parse_report(output: BaseMessage | str | list[Any]) -> ConfessionReport:
         for call in output.tool_calls:
             if call["name"] == ConfessionReport.__name__:
                 return validate_report(call["args"])
-    text = _THINKING.sub("", extract_text(output))
+    text = _THINKING.sub("", message_text(output))
     refusal = _refusal(output, text)
     if refusal is not None:
         # The refusal text stays out of the message: errors reach traces without opt-in.

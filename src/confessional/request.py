@@ -24,7 +24,7 @@ from langchain_core.messages import (
 from langchain_core.messages.utils import count_tokens_approximately
 
 from confessional.episode import Episode
-from confessional.schema import report_json_schema
+from confessional.schema import report_json_schema_text
 
 __all__ = [
     "REQUEST_ID_PREFIX",
@@ -83,7 +83,7 @@ def _tool_section(episode: Episode) -> str:
 
 def request_text(episode: Episode) -> str:
     """The request instructions, including the JSON schema generated from the models."""
-    schema = json.dumps(report_json_schema(), separators=(",", ":"), sort_keys=True)
+    schema = report_json_schema_text()
     return f"""{REQUEST_HEADING}
 
 Stop working on the task. Write a confession report about your last answer and everything \

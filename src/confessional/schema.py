@@ -7,6 +7,7 @@ confession-trained models parse unchanged. ``shortcuts`` is our one extension.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from typing import Any, Final, Literal, get_args
@@ -154,6 +155,7 @@ def report_json_schema() -> dict[str, Any]:
     return ConfessionReport.model_json_schema()
 
 
+@functools.cache
 def report_json_schema_text() -> str:
-    """The schema as compact, stable JSON text for embedding in a prompt."""
-    return json.dumps(report_json_schema(), indent=1, sort_keys=True)
+    """The schema as compact, stable JSON text for the request (generated once)."""
+    return json.dumps(report_json_schema(), separators=(",", ":"), sort_keys=True)
