@@ -374,7 +374,6 @@ class _ToolRun:
 class _RunTrace:
     """What one outermost run has shown through callbacks so far."""
 
-    inputs: Any = None
     model_run: UUID | None = None
     model_input: list[BaseMessage] = field(default_factory=list)
     model_output: AIMessage | None = None
@@ -465,7 +464,6 @@ class _Recorder:
         run_id: UUID,
         parent_run_id: UUID | None,
         own: bool,
-        inputs: Any = None,
     ) -> _RunTrace | None:
         with self._lock:
             if own or (parent_run_id is not None and parent_run_id in self._ignored):
@@ -473,7 +471,7 @@ class _Recorder:
                 return None
             if parent_run_id is None:
                 root = run_id
-                self._traces[root] = _RunTrace(inputs=inputs)
+                self._traces[root] = _RunTrace()
                 self._members[root] = {root}
             else:
                 root = self._root.get(parent_run_id, parent_run_id)
@@ -491,14 +489,13 @@ class _Recorder:
 
     def chain_start(
         self,
-        inputs: Any,
         run_id: UUID,
         parent_run_id: UUID | None,
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         name: Any,
     ) -> None:
-        self._enter(run_id, parent_run_id, _own_run(tags, metadata, name), inputs)
+        self._enter(run_id, parent_run_id, _own_run(tags, metadata, name))
 
     def chat_model_start(
         self,
@@ -640,34 +637,8 @@ class _Recorder:
             return self._history.get(run_id)
 
 
-class ConfessionCallbackHandler(BaseCallbackHandler):
-    """Confess every outermost run of any Runnable it is attached to.
-
-    Pass it in ``config={"callbacks": [handler]}``. It rebuilds each run's episode from
-    ``on_chat_model_start`` / ``on_llm_end`` / ``on_tool_*`` events, keyed by run id and
-    parent run id so concurrent runs never mix, and confesses when the outermost run ends
-    (``on_chain_end`` with no parent). Its own confession call is ignored.
-
-    What a callback can stop: only ``on_violation="error"`` halts, by raising
-    :class:`~confessional.ConfessionHalted` from this sync handler (``raise_error`` is
-    set for it) once the run has produced its output; the caller gets the exception
-    instead of the result, under ``invoke`` and ``ainvoke`` alike. ``end`` and
-    ``interrupt`` cannot be honoured from a callback (a ``UserWarning`` says so at
-    construction); the confession is recorded with verdict ``halt`` and the run completes.
-    Use :class:`ConfessionMiddleware` or :func:`confessional.langgraph.confession_node`
-    for those. Confessions are not streamed live: the run is over when they are made.
-    ``on_agent_action``/``on_agent_finish`` are not used: ``create_agent`` graphs never
-    fire them.
-
-    Args:
-        model: the model that confesses; required unless ``confessor`` has one, because
-            callbacks carry no model object to borrow.
-        policy / confessor / auditor / telemetry / on_confession / confess_without_tools /
-            background: as for :class:`ConfessionMiddleware`.
-        agent_name: recorded on confessions and spans. Default ``None``.
-        max_history: confessions kept for :attr:`confessions` and :meth:`confession_for`.
-            Default 1000: bounded memory for a long-lived handler.
-    """
+class _HandlerBase:
+    """Construction and accessors shared by the sync and async handlers."""
 
     def __init__(
         self,
@@ -697,6 +668,10 @@ class ConfessionCallbackHandler(BaseCallbackHandler):
         )
         # Only a deliberate halt should reach the caller; other handler errors are logged.
         self.raise_error = self._recorder.pipeline.policy.on_violation == "error"
+        self._warn_about_limits()
+
+    def _warn_about_limits(self) -> None:
+        """Subclasses warn here when their configuration cannot do what it asks."""
 
     @property
     def pipeline(self) -> ConfessionPipeline:
@@ -711,6 +686,36 @@ class ConfessionCallbackHandler(BaseCallbackHandler):
         """The confession of the outermost run ``run_id`` (set it with ``config["run_id"]``)."""
         return self._recorder.confession_for(run_id)
 
+
+class ConfessionCallbackHandler(_HandlerBase, BaseCallbackHandler):
+    """Confess every outermost run of any Runnable it is attached to.
+
+    Pass it in ``config={"callbacks": [handler]}``. It rebuilds each run's episode from
+    ``on_chat_model_start`` / ``on_llm_end`` / ``on_tool_*`` events, keyed by run id and
+    parent run id so concurrent runs never mix, and confesses when the outermost run ends
+    (``on_chain_end`` with no parent). Its own confession call is ignored.
+
+    What a callback can stop: only ``on_violation="error"`` halts, by raising
+    :class:`~confessional.ConfessionHalted` from this sync handler (``raise_error`` is
+    set for it) once the run has produced its output; the caller gets the exception
+    instead of the result, under ``invoke`` and ``ainvoke`` alike. ``end`` and
+    ``interrupt`` cannot be honoured from a callback (a ``UserWarning`` says so at
+    construction); the confession is recorded with verdict ``halt`` and the run completes.
+    Use :class:`ConfessionMiddleware` or :func:`confessional.langgraph.confession_node`
+    for those. Confessions are not streamed live: the run is over when they are made.
+    ``on_agent_action``/``on_agent_finish`` are not used: ``create_agent`` graphs never
+    fire them.
+
+    Args:
+        model: the model that confesses; required unless ``confessor`` has one, because
+            callbacks carry no model object to borrow.
+        policy / confessor / auditor / telemetry / on_confession / confess_without_tools /
+            background: as for :class:`ConfessionMiddleware`.
+        agent_name: recorded on confessions and spans. Default ``None``.
+        max_history: confessions kept for :attr:`confessions` and :meth:`confession_for`.
+            Default 1000: bounded memory for a long-lived handler.
+    """
+
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -722,9 +727,7 @@ class ConfessionCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._recorder.chain_start(
-            inputs, run_id, parent_run_id, tags, metadata, kwargs.get("name")
-        )
+        self._recorder.chain_start(run_id, parent_run_id, tags, metadata, kwargs.get("name"))
 
     def on_chat_model_start(
         self,
@@ -800,7 +803,7 @@ class ConfessionCallbackHandler(BaseCallbackHandler):
         self._recorder.finish(run_id, parent_run_id)
 
 
-class AsyncConfessionCallbackHandler(AsyncCallbackHandler):
+class AsyncConfessionCallbackHandler(_HandlerBase, AsyncCallbackHandler):
     """Async variant of :class:`ConfessionCallbackHandler`: confesses with ``arun``.
 
     It never blocks the event loop, but LangChain swallows (logs) errors from async
@@ -809,54 +812,15 @@ class AsyncConfessionCallbackHandler(AsyncCallbackHandler):
     says so at construction. Use the sync handler to halt everywhere. Same arguments.
     """
 
-    def __init__(
-        self,
-        model: BaseChatModel | None = None,
-        *,
-        policy: ConfessionPolicy | None = None,
-        confessor: Confessor | None = None,
-        auditor: Auditor | None = None,
-        telemetry: ConfessionTelemetry | None = None,
-        on_confession: Sequence[ConfessionSink] = (),
-        confess_without_tools: bool = False,
-        background: bool = False,
-        agent_name: str | None = None,
-        max_history: int = 1000,
-    ) -> None:
-        self._recorder = _Recorder(
-            model,
-            policy=policy,
-            confessor=confessor,
-            auditor=auditor,
-            telemetry=telemetry,
-            on_confession=on_confession,
-            confess_without_tools=confess_without_tools,
-            background=background,
-            agent_name=agent_name,
-            max_history=max_history,
-        )
-        self.raise_error = self._recorder.pipeline.policy.on_violation == "error"
+    def _warn_about_limits(self) -> None:
         if self.raise_error:
             warnings.warn(
                 "AsyncConfessionCallbackHandler halts only async runs (ainvoke/astream): "
                 "LangChain logs and swallows errors raised by async callback handlers in "
                 "sync runs. Use ConfessionCallbackHandler to halt sync runs too.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller's line, past __init__ and this hook
             )
-
-    @property
-    def pipeline(self) -> ConfessionPipeline:
-        return self._recorder.pipeline
-
-    @property
-    def confessions(self) -> list[Confession]:
-        """Confessions of finished runs, oldest first (skipped turns excluded)."""
-        return self._recorder.confessions
-
-    def confession_for(self, run_id: UUID) -> Confession | None:
-        """The confession of the outermost run ``run_id``."""
-        return self._recorder.confession_for(run_id)
 
     async def on_chain_start(
         self,
@@ -869,9 +833,7 @@ class AsyncConfessionCallbackHandler(AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._recorder.chain_start(
-            inputs, run_id, parent_run_id, tags, metadata, kwargs.get("name")
-        )
+        self._recorder.chain_start(run_id, parent_run_id, tags, metadata, kwargs.get("name"))
 
     async def on_chat_model_start(
         self,
