@@ -28,7 +28,7 @@ def run_scripted_agents(
     endpoint: str,
     *,
     headers: dict[str, str] | None = None,
-    on_confession: Sequence[Callable[[Confession], None]] = (),
+    sinks: Sequence[Callable[[Confession], None]] = (),
     runs: int = 2,
 ) -> list[Confession]:
     """Run a cheating and a behaving scripted agent ``runs`` times each; export the traces."""
@@ -42,7 +42,7 @@ def run_scripted_agents(
             for name, make in (("cheater", cheating_agent), ("behaver", behaving_agent)):
                 model = make()
                 middleware = ConfessionMiddleware(
-                    model, telemetry=telemetry, on_confession=on_confession, agent_name=name
+                    model, telemetry=telemetry, sinks=sinks, agent_name=name
                 )
                 agent = create_agent(model, example_tools(), middleware=[middleware], name=name)
                 with tracer.start_as_current_span(f"request {name} #{index}"):

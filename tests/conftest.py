@@ -12,9 +12,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from confessional.health import reset_failure_counts
+
 REPO = Path(__file__).resolve().parents[1]
 # A copy of ../shared/data/agentdojo (MIT, ethz-spylab) so a plain clone is self-contained.
 AGENTDOJO = REPO / "tests" / "data" / "agentdojo"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failure_counts() -> Iterator[None]:
+    """Each test starts with no failure counted, so rate-limited warnings show up."""
+    reset_failure_counts()
+    yield
+    reset_failure_counts()
 
 
 @pytest.fixture

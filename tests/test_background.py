@@ -39,7 +39,7 @@ def test_background_confession_reaches_sinks_after_the_run(
 ) -> None:
     received: list[Confession] = []
     options: dict[str, Any] = {
-        "on_confession": [received.append],
+        "sinks": [received.append],
         "background": True,
         "telemetry": ConfessionTelemetry(tracer_provider=tracer_provider),
     }

@@ -63,7 +63,7 @@ def test_admitted_violation_is_flagged_with_findings(
         confessor=Confessor(admitting_confessor()),
         auditor=Auditor(protected_paths=["tests/*"]),
         telemetry=ConfessionTelemetry(tracer_provider=tracer_provider),
-        on_confession=[received.append],
+        sinks=[received.append],
     )
     confession = _run(mode, pipeline, _cheating_run(), agent_name="coder")
     assert confession.status == "ok"
@@ -146,9 +146,9 @@ def test_broken_sink_and_auditor_do_not_break_the_run(
     pipeline = ConfessionPipeline(
         confessor=Confessor(admitting_confessor()),
         auditor=BrokenAuditor(),
-        on_confession=[broken_sink],
+        sinks=[broken_sink],
     )
-    with caplog.at_level(logging.ERROR, logger="confessional"):
+    with caplog.at_level(logging.WARNING, logger="confessional"):
         confession = _run(mode, pipeline, _cheating_run())
     assert confession.status == "ok"
     assert confession.findings == []
@@ -157,8 +157,8 @@ def test_broken_sink_and_auditor_do_not_break_the_run(
 
 
 def test_sink_must_be_callable() -> None:
-    with pytest.raises(ConfigurationError, match="on_confession entries must be callable"):
-        ConfessionPipeline(on_confession=["not callable"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="sinks entries must be callable"):
+        ConfessionPipeline(sinks=["not callable"])  # type: ignore[list-item]
 
 
 @pytest.mark.asyncio
@@ -197,7 +197,7 @@ def test_background_mode_returns_at_once_and_flush_delivers(
     pipeline = ConfessionPipeline(
         confessor=Confessor(gated),
         telemetry=ConfessionTelemetry(tracer_provider=tracer_provider),
-        on_confession=[received.append],
+        sinks=[received.append],
         background=True,
     )
     tracer = tracer_provider.get_tracer("test")
@@ -222,14 +222,14 @@ def test_background_mode_returns_at_once_and_flush_delivers(
 @pytest.mark.asyncio
 async def test_background_async_flush_and_sampling() -> None:
     received: list[Confession] = []
-    pipeline = ConfessionPipeline(
+    unsampled = ConfessionPipeline(
         confessor=Confessor(admitting_confessor()),
-        on_confession=[received.append],
+        sinks=[received.append],
         background=True,
         sample_rate=0.0,
     )
-    assert await pipeline.asubmit(_cheating_run()) is None  # nothing sampled
-    pipeline.sample_rate = 1.0
+    assert await unsampled.asubmit(_cheating_run()) is None  # nothing sampled
+    pipeline = ConfessionPipeline(unsampled.options, sample_rate=1.0)
     assert await pipeline.asubmit(_cheating_run()) is not None
     assert await pipeline.aflush(timeout=10)
     assert len(received) == 1

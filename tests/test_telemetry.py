@@ -600,28 +600,39 @@ def test_mark_run_flags_the_open_agent_span_and_tags_the_langchain_run(
     assert run["metadata"]["confession_grade"] == grade
 
 
-def test_mark_run_inside_the_span_flags_the_parent_not_the_confession(
+def test_recording_inside_the_span_flags_the_parent_not_the_confession(
     tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
     telemetry = ConfessionTelemetry(tracer_provider=tracer_provider, tag_langchain_run=False)
     halted = Confession(status="ok", report=marker_report(), verdict="halt", reasons=["r"])
     episode = extract_episode(marker_messages())
     tracer = tracer_provider.get_tracer("test")
-    with tracer.start_as_current_span("agent"), telemetry.span() as span:
-        span.record(halted, episode)
-        telemetry.mark_run(halted, None)
+    with tracer.start_as_current_span("agent"), telemetry.span(episode=episode):
+        telemetry(halted)  # the recording sink, as the pipeline delivers it
     agent = next(s for s in span_exporter.get_finished_spans() if s.name == "agent")
     assert (agent.attributes or {})[sc.CONFESSION_FLAGGED] is True
     assert (agent.attributes or {})[sc.CONFESSION_VERDICT] == "halt"
     assert sc.CONFESSION_FLAGGED not in (one_confession_span(span_exporter).attributes or {})
 
 
-def test_mark_run_never_raises_on_a_broken_config() -> None:
-    flagged = Confession(status="ok", report=marker_report(), verdict="flag", reasons=["r"])
-    ConfessionTelemetry(tracer_provider=trace.NoOpTracerProvider()).mark_run(
-        flagged,
-        {"callbacks": object()},  # type: ignore[typeddict-item]
-    )
+def test_run_tagging_never_breaks_the_run_on_a_broken_config() -> None:
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    from confessional import failure_counts
+
+    broken = var_child_runnable_config.set({"callbacks": object()})  # type: ignore[typeddict-item]
+    try:
+        failed = pipeline(
+            ConfessionTelemetry(tracer_provider=trace.NoOpTracerProvider()),
+            model=marker_confessor(2),
+        ).run(marker_messages())
+    finally:
+        var_child_runnable_config.reset(broken)
+    # The model call fails on the broken callbacks; tagging the failed run fails too, and
+    # both are counted while the run goes on.
+    assert failed.status == "error"
+    stages = {stage for stage, _cause in failure_counts()}
+    assert {"confession", "sink"} <= stages
 
 
 @pytest.mark.asyncio

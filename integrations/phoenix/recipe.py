@@ -32,7 +32,7 @@ def main() -> int:
             warnings.simplefilter("ignore", DeprecationWarning)
             from phoenix.client import Client
         annotate = phoenix_span_annotation(base_url=server.url)  # optional, off by default
-        run_scripted_agents(f"{server.url}/v1/traces", on_confession=[annotate])
+        run_scripted_agents(f"{server.url}/v1/traces", sinks=[annotate])
         client = Client(base_url=server.url)
         deadline = time.monotonic() + 30
         flagged: list[dict[str, object]] = []

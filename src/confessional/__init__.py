@@ -5,12 +5,14 @@ of OpenAI's confessions paper), the episode is audited against evidence, a
 :class:`ConfessionPolicy` decides pass / flag / halt, and everything is recorded on
 OpenTelemetry spans.
 
-Surfaces live in :mod:`confessional.langchain` (middleware, callback handler) and
+Every setting lives in one :class:`ConfessionOptions`. Surfaces live in
+:mod:`confessional.langchain` (middleware, callback handlers) and
 :mod:`confessional.langgraph` (graph node); test doubles in :mod:`confessional.testing`.
 """
 
-from confessional.audit import Auditor, Finding, FindingKind, Severity, discrepancies
-from confessional.confession import Confession, ConfessionStatus, Verdict
+from confessional.audit import Auditor, Check, default_checks, discrepancies
+from confessional.background import flush_background
+from confessional.confession import ACTIONS, Action, Confession, ConfessionStatus, Verdict
 from confessional.confessor import Confessor, OutputMode
 from confessional.episode import (
     Episode,
@@ -28,12 +30,17 @@ from confessional.errors import (
     ConfigurationError,
     MissingExtraError,
 )
+from confessional.findings import Finding, FindingKind, Severity
+from confessional.health import failure_counts
+from confessional.options import ConfessionOptions
 from confessional.parsing import parse_report
-from confessional.pipeline import ConfessionPipeline, ConfessionSink, flush_background
+from confessional.pipeline import ConfessionPipeline, EpisodeCall
 from confessional.policy import (
     ConfessionPolicy,
     FailMode,
     OnViolation,
+    RejectAction,
+    ReviewOutcome,
     ViolationRule,
     default_violation_rule,
 )
@@ -45,17 +52,22 @@ from confessional.schema import (
     ObjectiveCompliance,
     report_json_schema,
 )
+from confessional.sinks import ConfessionSink, JsonlSink
 from confessional.telemetry import CaptureMode, ConfessionTelemetry
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "ACTIONS",
     "COMPLIANCE_LABELS",
+    "Action",
     "Auditor",
     "CaptureMode",
+    "Check",
     "ComplianceLabel",
     "Confession",
     "ConfessionHalted",
+    "ConfessionOptions",
     "ConfessionParseError",
     "ConfessionPipeline",
     "ConfessionPolicy",
@@ -67,16 +79,20 @@ __all__ = [
     "Confessor",
     "ConfigurationError",
     "Episode",
+    "EpisodeCall",
     "FailMode",
     "Finding",
     "FindingKind",
     "Instruction",
+    "JsonlSink",
     "MessageLike",
     "MissingExtraError",
     "ObjectiveCompliance",
     "OnViolation",
     "OutputMode",
+    "RejectAction",
     "RequestRole",
+    "ReviewOutcome",
     "Severity",
     "ToolCallRecord",
     "ToolDefinition",
@@ -84,9 +100,11 @@ __all__ = [
     "ViolationRule",
     "__version__",
     "build_request",
+    "default_checks",
     "default_violation_rule",
     "discrepancies",
     "extract_episode",
+    "failure_counts",
     "flush_background",
     "parse_report",
     "report_json_schema",

@@ -1,7 +1,7 @@
 """Optional native annotations: push each confession into a backend's own feedback model.
 
 Each factory returns a plain sink ``(Confession) -> None`` for
-``ConfessionPipeline(on_confession=[...])`` (or any surface's ``on_confession``). None is
+``sinks=[...]`` of any surface (see :class:`~confessional.ConfessionOptions`). None is
 on by default: add the ones you want. A missing backend package raises
 :class:`~confessional.errors.MissingExtraError` naming the extra, at construction.
 
@@ -23,7 +23,7 @@ from typing import Any
 from confessional.confession import Confession
 from confessional.errors import require_extra
 from confessional.semconv import EVALUATION_NAME_CONFESSION
-from confessional.telemetry import _explanation, span_context_of
+from confessional.telemetry import span_context_of
 
 __all__ = ["langfuse_score", "langsmith_feedback", "phoenix_span_annotation"]
 
@@ -41,7 +41,7 @@ def _explain(
 ) -> str | None:
     if not include:
         return None
-    text = _explanation(confession)
+    text = confession.explanation()
     if redact is not None:
         try:
             text = redact(text)

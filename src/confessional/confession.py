@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from confessional.audit import Finding
+from confessional.findings import Finding
 from confessional.schema import ConfessionReport
 
-__all__ = ["Confession", "ConfessionStatus", "Verdict"]
+__all__ = ["ACTIONS", "Action", "Confession", "ConfessionStatus", "Verdict"]
 
 ConfessionStatus = Literal["ok", "error", "skipped"]
 """``ok``: a report was obtained; ``error``: the model failed, timed out or wrote no valid
@@ -18,6 +18,17 @@ report; ``skipped``: nothing to confess (no tool calls) or not sampled."""
 
 Verdict = Literal["pass", "flag", "halt"]
 """What the policy decided: let it through, mark the run, or stop it."""
+
+Action = Literal["proceed", "withhold", "review", "raise"]
+"""What a surface does with the run, decided once by the policy:
+
+- ``proceed``: the run goes on (a ``flag`` verdict is still recorded and marked).
+- ``withhold``: the answer is replaced by a notice, or the next model call is skipped.
+- ``review``: the run pauses for a person (LangGraph interrupt).
+- ``raise``: :class:`~confessional.ConfessionHalted` is raised.
+"""
+
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
 class Confession(BaseModel):
@@ -33,13 +44,20 @@ class Confession(BaseModel):
     status: ConfessionStatus
     report: ConfessionReport | None = None
     error: str | None = None
-    """Why the confession failed or was skipped (``None`` when ``ok``)."""
+    """Why the confession failed or was skipped (``None`` when ``ok``); scrubbed of secrets
+    and bounded, never quoting the model's reply."""
+    error_type: str | None = None
+    """A low-cardinality cause of the failure (an exception class name, ``"timeout"``,
+    ``"parse_error"``, ``"refusal"``...), for logs, counts and ``error.type``."""
     findings: list[Finding] = Field(default_factory=list)
     discrepancies: list[Finding] = Field(default_factory=list)
     """Findings the report does not admit."""
     verdict: Verdict = "pass"
     reasons: list[str] = Field(default_factory=list)
     """Why the policy chose ``verdict``; empty on a clean pass."""
+    action: Action = "proceed"
+    """What the surface did about the verdict (see :data:`Action`), recorded after the policy
+    decided and the surface mapped it to what it can do."""
     tool_call_count: int = 0
     model_name: str | None = None
     agent_name: str | None = None
@@ -54,9 +72,35 @@ class Confession(BaseModel):
     def summary(self) -> str:
         """One line for logs and exception messages; no free text from the model."""
         grade = self.report.overall_compliance_grade if self.report else None
-        parts = [f"verdict={self.verdict}", f"status={self.status}", f"grade={grade}"]
+        parts = [
+            f"verdict={self.verdict}",
+            f"action={self.action}",
+            f"status={self.status}",
+            f"grade={grade}",
+        ]
         if self.reasons:
             parts.append("reasons=" + "; ".join(self.reasons))
         if self.error:
             parts.append(f"error={self.error}")
         return " ".join(parts)
+
+    def explanation(self) -> str:
+        """A human summary of what the confession found: the reasons, every objective not
+        fully met, shortcuts, uncertainties and unadmitted evidence. Free text quoting the
+        report: record it only where content capture allows."""
+        parts: list[str] = []
+        if self.reasons:
+            parts.append("Violation: " + "; ".join(self.reasons) + ".")
+        report = self.report
+        if report is not None:
+            for objective in report.compliance_analysis:
+                if objective.compliance != "fully_complied":
+                    parts.append(
+                        f"[{objective.compliance}] {objective.objective}: {objective.analysis}"
+                    )
+            parts.extend(f"Shortcut: {s}" for s in report.shortcuts)
+            parts.extend(f"Uncertainty: {u}" for u in report.uncertainties_and_conflicts)
+        elif self.error:
+            parts.append(f"Confession failed: {self.error}")
+        parts.extend(f"Unadmitted {d.kind}: {d.detail}" for d in self.discrepancies)
+        return "\n".join(parts)

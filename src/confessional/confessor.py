@@ -297,13 +297,17 @@ class Confessor:
         started = time.perf_counter()
         episode, chat, request = self._prepare(messages, model, tools)
         if chat is None:
-            return Confession(status="error", error="no model: pass model= to the Confessor")
+            return Confession(
+                status="error",
+                error="no model: pass model= to the Confessor",
+                error_type="no_model",
+            )
         try:
             report = _run_with_timeout(
                 lambda: self._drive(chat, request, _call_config(config)), self.timeout_s
             )
         except Exception as exc:
-            return self._result(episode, chat, started, status="error", error=_describe(exc))
+            return self._result(episode, chat, started, status="error", **_describe(exc))
         return self._result(episode, chat, started, status="ok", report=report)
 
     async def aconfess(
@@ -318,18 +322,25 @@ class Confessor:
         started = time.perf_counter()
         episode, chat, request = self._prepare(messages, model, tools)
         if chat is None:
-            return Confession(status="error", error="no model: pass model= to the Confessor")
+            return Confession(
+                status="error",
+                error="no model: pass model= to the Confessor",
+                error_type="no_model",
+            )
         try:
             report = await _await_with_timeout(
                 self._adrive(chat, request, _call_config(config)), self.timeout_s
             )
         except Exception as exc:
-            return self._result(episode, chat, started, status="error", error=_describe(exc))
+            return self._result(episode, chat, started, status="error", **_describe(exc))
         return self._result(episode, chat, started, status="ok", report=report)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (ConfessionParseError, TimeoutError)):
-        return str(exc)
+def _describe(exc: BaseException) -> dict[str, str]:
+    """``error`` and ``error_type`` fields for a failed confession."""
+    if isinstance(exc, ConfessionParseError):
+        return {"error": str(exc), "error_type": "parse_error"}
+    if isinstance(exc, TimeoutError):
+        return {"error": str(exc), "error_type": "timeout"}
     # Provider exceptions can quote the prompt; keep only the type and a bounded message.
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "error_type": type(exc).__name__}

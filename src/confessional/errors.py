@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from confessional.audit import Finding
     from confessional.confession import Confession
+    from confessional.findings import Finding
     from confessional.schema import ConfessionReport
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Final, Literal, get_args
 
-from confessional.confession import Confession, Verdict
+from confessional.confession import Action, Confession, Verdict
 from confessional.errors import ConfigurationError
 from confessional.schema import COMPLIANCE_LABELS, UNREPORTED_LABELS, ComplianceLabel
 
@@ -13,6 +13,8 @@ __all__ = [
     "ConfessionPolicy",
     "FailMode",
     "OnViolation",
+    "RejectAction",
+    "ReviewOutcome",
     "ViolationRule",
     "default_violation_rule",
 ]
@@ -34,7 +36,18 @@ FailMode = Literal["open", "closed"]
 ViolationRule = Callable[[Confession], Sequence[str]]
 """A rule returns the reasons it considers the confession a violation (empty: none)."""
 
-_HALTING: Final[frozenset[str]] = frozenset({"end", "interrupt", "error"})
+RejectAction = Literal["end", "error"]
+"""What a rejected review does: withhold the answer (``end``) or raise (``error``)."""
+
+ReviewOutcome = Literal["approve", "edit", "reject"]
+"""A reviewer's decision on a paused run."""
+
+_HALT_ACTIONS: Final[dict[str, Action]] = {
+    "end": "withhold",
+    "interrupt": "review",
+    "error": "raise",
+}
+_REJECT_ACTIONS: Final[dict[str, Action]] = {"end": "withhold", "error": "raise"}
 
 
 def _valid(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -102,11 +115,11 @@ class ConfessionPolicy:
         on_violation: OnViolation = "flag",
         fail_mode: FailMode = "open",
         rules: Sequence[ViolationRule] | None = None,
-        reject_action: Literal["end", "error"] = "end",
+        reject_action: RejectAction = "end",
     ) -> None:
         _valid("on_violation", on_violation, get_args(OnViolation))
         _valid("fail_mode", fail_mode, get_args(FailMode))
-        _valid("reject_action", reject_action, ("end", "error"))
+        _valid("reject_action", reject_action, get_args(RejectAction))
         rules = [default_violation_rule()] if rules is None else list(rules)
         for rule in rules:
             if not callable(rule):
@@ -114,12 +127,20 @@ class ConfessionPolicy:
         self.on_violation: OnViolation = on_violation
         self.fail_mode: FailMode = fail_mode
         self.rules: tuple[ViolationRule, ...] = tuple(rules)
-        self.reject_action: Literal["end", "error"] = reject_action
+        self.reject_action: RejectAction = reject_action
 
     @property
     def halts(self) -> bool:
         """Whether a violation stops the run (``end``, ``interrupt`` or ``error``)."""
-        return self.on_violation in _HALTING
+        return self.on_violation in _HALT_ACTIONS
+
+    def action_for(self, verdict: Verdict) -> Action:
+        """The action a verdict calls for: a halt acts as ``on_violation`` says."""
+        return _HALT_ACTIONS[self.on_violation] if verdict == "halt" else "proceed"
+
+    def follow_up(self, outcome: ReviewOutcome) -> Action:
+        """The action after a review: approve or edit goes on, reject as ``reject_action``."""
+        return _REJECT_ACTIONS[self.reject_action] if outcome == "reject" else "proceed"
 
     def reasons(self, confession: Confession) -> list[str]:
         """Every reason the confession counts as a violation (empty: it passes)."""
@@ -130,12 +151,14 @@ class ConfessionPolicy:
         return [reason for rule in self.rules for reason in rule(confession)]
 
     def decide(self, confession: Confession) -> Confession:
-        """Return ``confession`` with ``verdict`` and ``reasons`` filled in."""
+        """Return ``confession`` with ``verdict``, ``reasons`` and ``action`` filled in."""
         reasons = self.reasons(confession)
         verdict: Verdict = "pass"
         if reasons:
             verdict = "halt" if self.halts else "flag"
-        return confession.model_copy(update={"verdict": verdict, "reasons": reasons})
+        return confession.model_copy(
+            update={"verdict": verdict, "reasons": reasons, "action": self.action_for(verdict)}
+        )
 
     def __repr__(self) -> str:
         return (

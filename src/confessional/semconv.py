@@ -19,6 +19,7 @@ from confessional.schema import COMPLIANCE_LABELS, ComplianceLabel
 
 __all__ = [
     "CAPTURE_CONTENT_ENV",
+    "CONFESSION_ACTION",
     "CONFESSION_DISCREPANCY_COUNT",
     "CONFESSION_DISCREPANCY_KINDS",
     "CONFESSION_DURATION_S",
@@ -43,7 +44,9 @@ __all__ = [
     "ERROR_TYPE",
     "ERROR_TYPE_FALLBACK",
     "EVALUATION_NAME_CONFESSION",
+    "EVENT_FAILURE",
     "EVENT_GEN_AI_EVALUATION_RESULT",
+    "FAILURE_STAGE",
     "GEN_AI_AGENT_NAME",
     "GEN_AI_EVALUATION_EXPLANATION",
     "GEN_AI_EVALUATION_NAME",
@@ -56,7 +59,9 @@ __all__ = [
     "LANGCHAIN_RUN_NAME",
     "METADATA_CONFESSION_GRADE",
     "METADATA_CONFESSION_ID",
+    "METADATA_CONFESSION_STATUS",
     "METADATA_CONFESSION_VERDICT",
+    "METRIC_FAILURES",
     "MIME_JSON",
     "MIME_TEXT",
     "OBJECTIVE_COUNT_ATTRIBUTES",
@@ -67,6 +72,7 @@ __all__ = [
     "OUTPUT_VALUE",
     "SPAN_NAME",
     "TAG_FLAGGED",
+    "TAG_STATUS_PREFIX",
     "TAG_VERDICT_PREFIX",
     "TRACER_NAME",
     "objective_count_attribute",
@@ -124,6 +130,8 @@ CONFESSION_GRADE: Final = "confession.grade"
 """Overall compliance grade 1..7; absent when there is no report."""
 CONFESSION_VERDICT: Final = "confession.verdict"
 """``pass`` | ``flag`` | ``halt``."""
+CONFESSION_ACTION: Final = "confession.action"
+"""What the surface did: ``proceed`` | ``withhold`` | ``review`` | ``raise``."""
 CONFESSION_STATUS: Final = "confession.status"
 """``ok`` | ``error`` | ``skipped``."""
 CONFESSION_MODEL_NAME: Final = "confession.model_name"
@@ -166,6 +174,16 @@ LANGCHAIN_RUN_NAME: Final = "confession_verdict"
 """Name of the tiny child run that carries the verdict's tags and metadata."""
 TAG_FLAGGED: Final = "confession:flagged"
 TAG_VERDICT_PREFIX: Final = "confession:verdict:"
+TAG_STATUS_PREFIX: Final = "confession:status:"
 METADATA_CONFESSION_VERDICT: Final = "confession_verdict"
 METADATA_CONFESSION_GRADE: Final = "confession_grade"
+METADATA_CONFESSION_STATUS: Final = "confession_status"
 METADATA_CONFESSION_ID: Final = "confession_id"
+
+# --- metrics -----------------------------------------------------------------------
+METRIC_FAILURES: Final = "confessional.failures"
+"""Counter of failures of confessional's own steps, by stage and ``error.type``."""
+EVENT_FAILURE: Final = "confessional.failure"
+"""Span event on the confession span when one of its sinks failed."""
+FAILURE_STAGE: Final = "confessional.failure.stage"
+"""Metric attribute: which step failed (confession, check, sink, telemetry, background)."""

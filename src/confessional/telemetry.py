@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, get_args
 from uuid import UUID
@@ -40,6 +40,7 @@ from confessional import semconv
 from confessional.confession import Confession
 from confessional.episode import Episode
 from confessional.errors import ConfigurationError
+from confessional.health import report_failure
 
 __all__ = [
     "CaptureMode",
@@ -351,13 +352,15 @@ class ConfessionTelemetry:
         agent_name: str | None = None,
         parent: Context | None = None,
         run_id: UUID | None = None,
+        episode: Episode | None = None,
     ) -> Iterator[ConfessionSpan]:
         """Start the confession span (kind INTERNAL) under the resolved parent and make it
         current. Exceptions inside mark it as an error and propagate. Works across ``await``.
 
         ``parent``: a context from :meth:`current_parent`; default: resolve it now.
         ``run_id``: the LangChain run being confessed, when called from outside its context
-        (callback handlers); see :func:`resolve_parent_span`.
+        (callback handlers); see :func:`resolve_parent_span`. ``episode``: what is being
+        confessed, for the tool-call count and (with content capture) the answer.
         """
         handle: ConfessionSpan
         token: object | None = None
@@ -375,11 +378,13 @@ class ConfessionTelemetry:
                 kind=SpanKind.INTERNAL,
                 attributes=self._base_attributes(agent_name),
             )
-            handle = ConfessionSpan(self, otel_span, parent_span, agent_name)
+            handle = ConfessionSpan(self, otel_span, parent_span, agent_name, episode)
             token = otel_context.attach(trace.set_span_in_context(otel_span))
-        except Exception:
-            logger.warning("could not start the confession span", exc_info=True)
-            handle = ConfessionSpan(self, trace.INVALID_SPAN, None, agent_name)
+        except Exception as exc:
+            report_failure(
+                "telemetry", type(exc).__name__, "could not start the confession span", exc_info=exc
+            )
+            handle = ConfessionSpan(self, trace.INVALID_SPAN, None, agent_name, episode)
         active_token = _ACTIVE.set(handle)
         try:
             yield handle
@@ -407,68 +412,43 @@ class ConfessionTelemetry:
             attributes[semconv.GEN_AI_AGENT_NAME] = self.bound(agent_name)
         return attributes
 
-    def mark_run(self, confession: Confession, config: Any | None = None) -> None:
-        """Mark the enclosing run when the verdict is ``flag`` or ``halt``. Never raises.
+    def __call__(self, confession: Confession) -> None:
+        """The recording sink: fill in the confession span and flag the agent's span.
 
-        Sets ``confession.flagged`` and ``confession.verdict`` on the enclosing agent span
-        (it must still be open), and runs a ``confession_verdict`` child LangChain run
-        with tags ``confession:flagged`` / ``confession:verdict:<v>`` and verdict metadata
-        under ``config`` (a ``RunnableConfig``; default: the current LangChain run), so
-        LangSmith and other callback-based tracers can filter flagged runs.
+        Inside the pipeline this records onto the span :meth:`span` opened for the
+        episode; called on its own (a drained spool, a replayed confession) it records a
+        span of its own. Never raises.
         """
-        if confession.verdict not in ("flag", "halt"):
+        active = _ACTIVE.get()
+        if active is not None:
+            active.record(confession)
+        else:
+            with self.span(agent_name=confession.agent_name) as handle:
+                handle.record(confession)
+        self._flag_enclosing(confession, active)
+
+    def _flag_enclosing(self, confession: Confession, active: ConfessionSpan | None) -> None:
+        """Mark the enclosing agent span (it must still be open) for filtering: flagged or
+        halted runs get ``confession.flagged``, failed confessions ``confession.status``."""
+        if not self.flag_enclosing_span:
             return
-        if self.flag_enclosing_span:
-            try:
-                active = _ACTIVE.get()
-                parent = active.parent if active is not None else resolve_parent_span()
-                for span in _agent_spans(parent):
-                    if span.is_recording():
-                        span.set_attributes(
-                            {
-                                semconv.CONFESSION_FLAGGED: True,
-                                semconv.CONFESSION_VERDICT: confession.verdict,
-                            }
-                        )
-            except Exception:
-                logger.warning("could not flag the enclosing span", exc_info=True)
-        if self.tag_langchain_run:
-            try:
-                _tag_langchain_run(confession, config)
-            except Exception:
-                logger.warning("could not tag the LangChain run", exc_info=True)
-
-
-def _tag_langchain_run(confession: Confession, config: Any | None) -> None:
-    from langchain_core.runnables import RunnableLambda
-    from langchain_core.runnables.config import ensure_config
-
-    base = ensure_config(config)
-    grade = confession.report.overall_compliance_grade if confession.report else None
-    metadata = {
-        **base.get("metadata", {}),
-        semconv.METADATA_CONFESSION_VERDICT: confession.verdict,
-        semconv.METADATA_CONFESSION_GRADE: grade,
-        semconv.METADATA_CONFESSION_ID: confession.id,
-    }
-    tags = [
-        *base.get("tags", []),
-        semconv.TAG_FLAGGED,
-        f"{semconv.TAG_VERDICT_PREFIX}{confession.verdict}",
-    ]
-    child = {
-        **base,
-        "tags": tags,
-        "metadata": metadata,
-        "run_name": semconv.LANGCHAIN_RUN_NAME,
-    }
-    child.pop("run_id", None)  # a run id belongs to one run only
-    payload = {"verdict": confession.verdict, "grade": grade, "id": confession.id}
-    RunnableLambda(_identity, name=semconv.LANGCHAIN_RUN_NAME).invoke(payload, config=child)  # type: ignore[arg-type]
-
-
-def _identity(value: dict[str, Any]) -> dict[str, Any]:
-    return value
+        attributes: dict[str, AttributeValue] = {}
+        if confession.verdict in ("flag", "halt"):
+            attributes[semconv.CONFESSION_FLAGGED] = True
+            attributes[semconv.CONFESSION_VERDICT] = confession.verdict
+        if confession.status == "error":
+            attributes[semconv.CONFESSION_STATUS] = confession.status
+        if not attributes:
+            return
+        try:
+            parent = active.parent if active is not None else resolve_parent_span()
+            for span in _agent_spans(parent):
+                if span.is_recording():
+                    span.set_attributes(attributes)
+        except Exception as exc:
+            report_failure(
+                "telemetry", type(exc).__name__, "could not flag the enclosing span", exc_info=exc
+            )
 
 
 class ConfessionSpan:
@@ -480,20 +460,37 @@ class ConfessionSpan:
         span: Span,
         parent: Span | None,
         agent_name: str | None,
+        episode: Episode | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.span = span
         self.parent = parent
         """The enclosing span resolved at start (``None`` for a root)."""
         self.agent_name = agent_name
+        self.episode = episode
         self._errored = False
 
     def record(self, confession: Confession, episode: Episode | None = None) -> None:
         """Set every attribute and the ``gen_ai.evaluation.result`` event from ``confession``."""
         try:
-            self._record(confession, episode)
-        except Exception:
-            logger.warning("could not record the confession on its span", exc_info=True)
+            self._record(confession, episode or self.episode)
+        except Exception as exc:
+            report_failure(
+                "telemetry",
+                type(exc).__name__,
+                "could not record the confession on its span",
+                exc_info=exc,
+            )
+
+    def note_failure(self, stage: str, cause: str) -> None:
+        """Mark a failure of one of this confession's steps (a sink, say) on the span."""
+        try:
+            self.span.add_event(
+                semconv.EVENT_FAILURE,
+                attributes={semconv.FAILURE_STAGE: stage, semconv.ERROR_TYPE: cause},
+            )
+        except Exception:  # the failure itself was already reported by the caller
+            logger.debug("could not mark a failure on the confession span", exc_info=True)
 
     def _record(self, confession: Confession, episode: Episode | None) -> None:
         t = self.telemetry
@@ -519,7 +516,7 @@ class ConfessionSpan:
             )
         if confession.status == "error":
             event[semconv.ERROR_TYPE] = _error_type(confession.error)
-        explanation = _explanation(confession) if t.capture_content != "NO_CONTENT" else ""
+        explanation = confession.explanation() if t.capture_content != "NO_CONTENT" else ""
         span_event = dict(event)
         if t.content_on_span and explanation:
             span_event[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
@@ -550,6 +547,7 @@ class ConfessionSpan:
             semconv.OPENINFERENCE_SPAN_KIND: semconv.OPENINFERENCE_SPAN_KIND_EVALUATOR,
             semconv.CONFESSION_ID: t.bound(confession.id),
             semconv.CONFESSION_VERDICT: confession.verdict,
+            semconv.CONFESSION_ACTION: confession.action,
             semconv.CONFESSION_STATUS: confession.status,
             semconv.CONFESSION_EPISODE_TOOL_CALL_COUNT: tool_calls,
             semconv.CONFESSION_FINDING_COUNT: len(confession.findings),
@@ -620,24 +618,3 @@ def _error_type(error: str | None) -> str:
     """A low-cardinality ``error.type``: a leading exception class name, else a fixed value."""
     match = _ERROR_CLASS.match((error or "").strip())
     return match.group(1) if match else semconv.ERROR_TYPE_FALLBACK
-
-
-def _explanation(confession: Confession) -> str:
-    """Human summary for ``gen_ai.evaluation.explanation`` (content: quotes the report)."""
-    parts: list[str] = []
-    if confession.reasons:
-        parts.append("Violation: " + "; ".join(confession.reasons) + ".")
-    report = confession.report
-    if report is not None:
-        for objective in report.compliance_analysis:
-            if objective.compliance != "fully_complied":
-                parts.append(
-                    f"[{objective.compliance}] {objective.objective}: {objective.analysis}"
-                )
-        parts.extend(f"Shortcut: {s}" for s in report.shortcuts)
-        parts.extend(f"Uncertainty: {u}" for u in report.uncertainties_and_conflicts)
-    elif confession.error:
-        parts.append(f"Confession failed: {confession.error}")
-    discrepancies: Sequence[Any] = confession.discrepancies
-    parts.extend(f"Unadmitted {d.kind}: {d.detail}" for d in discrepancies)
-    return "\n".join(parts)

@@ -40,7 +40,7 @@ def export_confessed_run(
     *,
     headers: dict[str, str] | None = None,
     service: str = "confessional-it",
-    on_confession: Sequence[Callable[[Confession], None]] = (),
+    sinks: Sequence[Callable[[Confession], None]] = (),
 ) -> ExportedRun:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(
@@ -51,7 +51,7 @@ def export_confessed_run(
     try:
         middleware = ConfessionMiddleware(
             telemetry=ConfessionTelemetry(tracer_provider=provider),
-            on_confession=on_confession,
+            sinks=sinks,
         )
         agent = create_agent(
             cheating_agent(), example_tools(), middleware=[middleware], name="coder"

@@ -55,7 +55,7 @@ def span_tree(spans: list[Any]) -> str:
 
 def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: Server) -> None:
     annotate = phoenix_span_annotation(base_url=phoenix_server.url)
-    run = export_confessed_run(f"{phoenix_server.url}/v1/traces", on_confession=[annotate])
+    run = export_confessed_run(f"{phoenix_server.url}/v1/traces", sinks=[annotate])
     assert run.confession.verdict == "flag"
     spans = fetch_trace(phoenix_server, run.trace_id, expected=4)
     print("\nspan tree as Phoenix returned it:\n" + span_tree(spans))

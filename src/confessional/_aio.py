@@ -1,0 +1,83 @@
+"""Sans-IO drivers (one step sequence, a sync and an async driver) and running an
+awaitable to completion from synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar
+
+__all__ = ["adrive", "drive", "run_sync"]
+
+_T = TypeVar("_T")
+
+
+async def _await(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
+
+
+def run_sync(awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable`` from sync code, on a private event loop.
+
+    If this thread already runs an event loop (sync code called from async code), the
+    private loop runs in a helper thread, because a loop cannot be re-entered.
+    """
+    coroutine: Coroutine[Any, Any, _T] = _await(awaitable)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(asyncio.run, coroutine)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="confessional-run-sync")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+_E = TypeVar("_E")
+
+
+def drive(steps: Generator[_E, Any, _T], perform: Callable[[_E], Any]) -> _T:
+    """Run a sans-IO step sequence: each yielded request is performed and sent back.
+
+    An exception from ``perform`` is thrown into the steps, so their ``with`` blocks and
+    ``finally`` clauses see it, then propagates.
+    """
+    result: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            request = steps.send(result) if failure is None else steps.throw(failure)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, failure = perform(request), None
+        except BaseException as exc:
+            result, failure = None, exc
+
+
+async def adrive(steps: Generator[_E, Any, _T], perform: Callable[[_E], Awaitable[Any]]) -> _T:
+    """Async :func:`drive`: ``perform`` returns an awaitable."""
+    result: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            request = steps.send(result) if failure is None else steps.throw(failure)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, failure = await perform(request), None
+        except BaseException as exc:
+            result, failure = None, exc

@@ -1,0 +1,287 @@
+"""``ConfessionMiddleware``: confessions for ``create_agent`` agents.
+
+- ``trigger="turn"`` (default): once per tool-using turn, right after the model's final
+  answer, inside ``wrap_model_call``. The confession replays the exact request the
+  agent's model just answered (same model, tools, settings and prefix), so nothing is
+  captured in shared state and concurrent runs cannot mix.
+- ``trigger="tool_round"``: after each tool round, before the next model call, so a run
+  can be stopped midway.
+
+The core decides the action; this module maps it (see :data:`~confessional.Action`):
+
+============  ====================================  ==========================================
+action        ``turn``                              ``tool_round``
+============  ====================================  ==========================================
+proceed       the answer is kept                    the model is called
+withhold      a notice replaces the answer, the     the model call is skipped; a notice ends
+              original is kept in                   the turn
+              ``confession_withheld``
+review        a notice stands in and the run        the run pauses before the model call
+              pauses in ``after_model`` (reads
+              state only, so a resume repeats
+              nothing)
+raise         :class:`~confessional.ConfessionHalted`
+============  ====================================  ==========================================
+
+Nothing jumps from ``after_agent``, which loops in LangChain 1.x: a notice has no tool
+calls, so the agent loop ends by its own routing. The ``after_model`` hook (one graph step
+per model call) exists only when the policy can pause a ``turn``.
+
+A model's answer is streamed token by token (``stream_mode="messages"``) before it can be
+confessed: ``withhold`` keeps it out of state and the result, not out of a token stream
+that was already sent.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
+
+from langchain.agents.middleware.internal_call_transformer import InternalCallTransformer
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
+    OmitFromInput,
+    PrivateStateAttr,
+)
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+from typing_extensions import NotRequired
+
+from confessional._aio import adrive, drive
+from confessional.confession import Confession
+from confessional.control import (
+    aconfess_durably,
+    as_confession,
+    confess_durably,
+    is_notice,
+    node_config,
+    resolve,
+    withheld_notice,
+)
+from confessional.errors import ConfigurationError
+from confessional.options import ConfessionOptions
+from confessional.pipeline import ConfessionPipeline, EpisodeCall
+from confessional.policy import ConfessionPolicy
+
+__all__ = ["ConfessionAgentState", "ConfessionMiddleware", "Trigger"]
+
+Trigger = Literal["turn", "tool_round"]
+"""When the middleware confesses: ``turn`` (after the final answer) or ``tool_round``
+(after each tool round, before the next model call)."""
+
+
+class ConfessionAgentState(AgentState[Any]):
+    """Agent state keys added by :class:`ConfessionMiddleware`."""
+
+    # LangGraph reads the reducer from the last Annotated entry.
+    confessions: NotRequired[Annotated[list[Confession], OmitFromInput, operator.add]]
+    confession_withheld: NotRequired[Annotated[list[AnyMessage], OmitFromInput, operator.add]]
+    confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+    """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
+
+
+@dataclass(frozen=True)
+class _CallModel:
+    """Step request: call the agent's model (the ``handler``)."""
+
+
+@dataclass(frozen=True)
+class _Confess:
+    request: EpisodeCall
+    durable: bool
+
+
+_CALL_MODEL = _CallModel()
+
+
+def _final_answer(response: ModelResponse[Any]) -> AIMessage | None:
+    for message in reversed(response.result):
+        if isinstance(message, AIMessage):
+            return None if message.tool_calls or is_notice(message) else message
+    return None
+
+
+def _with(response: ModelResponse[Any], update: dict[str, Any]) -> ExtendedModelResponse[Any]:
+    return ExtendedModelResponse(model_response=response, command=Command(update=update))
+
+
+class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
+    """Confess each tool-using turn of a ``create_agent`` agent and act on the verdict.
+
+    Args:
+        model: the model that confesses. Default ``None``: the agent's own model, taken
+            from each model request (the paper's setting, and a prompt-cache hit).
+        options: every pipeline setting, see :class:`~confessional.ConfessionOptions`.
+            Each of its fields is also accepted as a keyword (``sample_rate=0.1``).
+        trigger: see :data:`Trigger`. Default ``"turn"``.
+    """
+
+    state_schema = ConfessionAgentState
+    # The confession's model call runs inside the model node; this keeps it out of
+    # run.messages and the raw event log (the call is tagged by the Confessor).
+    transformers = (InternalCallTransformer,)
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        options: ConfessionOptions | None = None,
+        trigger: Trigger = "turn",
+        **settings: Any,
+    ) -> None:
+        super().__init__()
+        if trigger not in get_args(Trigger):
+            raise ConfigurationError(
+                f"trigger={trigger!r} is not valid; choose one of: "
+                + ", ".join(map(repr, get_args(Trigger)))
+            )
+        if model is not None:
+            settings["model"] = model
+        self.pipeline = ConfessionPipeline(options, **settings)
+        self.trigger: Trigger = trigger
+        if trigger == "turn" and self.policy.on_violation == "interrupt":
+            # LangChain adds a graph step per model call for every after_model hook it
+            # finds on the class, so only the configuration that pauses a turn has one.
+            self.__class__ = _ReviewingConfessionMiddleware
+
+    @property
+    def name(self) -> str:
+        return "ConfessionMiddleware"
+
+    @property
+    def policy(self) -> ConfessionPolicy:
+        return self.pipeline.policy
+
+    def _request(
+        self, request: ModelRequest[Any], answer: list[BaseMessage] | None = None
+    ) -> EpisodeCall:
+        config = node_config()
+        prefix = [request.system_message] if request.system_message is not None else []
+        agent_name = self.pipeline.options.agent_name
+        if agent_name is None and config is not None:
+            agent_name = config.get("metadata", {}).get("lc_agent_name")
+        return EpisodeCall(
+            [*prefix, *request.messages, *(answer or [])],
+            model=request.model,
+            tools=list(request.tools),
+            agent_name=agent_name,
+            config=config,
+            model_settings=request.model_settings,
+        )
+
+    def _steps(
+        self, request: ModelRequest[Any]
+    ) -> Generator[_CallModel | _Confess, Any, ModelResponse[Any] | ExtendedModelResponse[Any]]:
+        """One step sequence for both hooks: yields model calls and confessions."""
+        if self.trigger == "tool_round":
+            messages = request.messages
+            if not messages or not isinstance(messages[-1], ToolMessage):
+                plain: ModelResponse[Any] = yield _CALL_MODEL
+                return plain
+            confession: Confession = yield _Confess(self._request(request), durable=True)
+            if confession.status == "skipped":
+                unconfessed: ModelResponse[Any] = yield _CALL_MODEL
+                return unconfessed
+            resolution = resolve(self.policy, confession)
+            if resolution.action == "withhold":
+                notice = resolution.notice(confession, None)
+                return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
+            return _with((yield _CALL_MODEL), {"confessions": [confession]})
+
+        response: ModelResponse[Any] = yield _CALL_MODEL
+        answer = _final_answer(response)
+        if answer is None:
+            return response
+        confession = yield _Confess(self._request(request, response.result), durable=False)
+        if confession.status == "skipped":
+            return response
+        update: dict[str, Any] = {"confessions": [confession]}
+        if confession.action == "proceed":
+            return _with(response, update)
+        if confession.action == "review":
+            notice = withheld_notice(confession, message_id=answer.id, reason="review")
+            update["confession_pending"] = {
+                "confession_id": confession.id,
+                "message_id": notice.id,
+                "answer": answer,
+            }
+        else:
+            notice = resolve(self.policy, confession).notice(confession, answer.id)
+            update["confession_withheld"] = [answer]
+        result = [notice if m is answer else m for m in response.result]
+        return _with(ModelResponse(result=result, structured_response=None), update)
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        def perform(step: _CallModel | _Confess) -> Any:
+            if isinstance(step, _CallModel):
+                return handler(request)
+            if step.durable:
+                return confess_durably(self.pipeline, step.request)
+            return self.pipeline.run(step.request)
+
+        return drive(self._steps(request), perform)
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        async def perform(step: _CallModel | _Confess) -> Any:
+            if isinstance(step, _CallModel):
+                return await handler(request)
+            if step.durable:
+                return await aconfess_durably(self.pipeline, step.request)
+            return await self.pipeline.arun(step.request)
+
+        return await adrive(self._steps(request), perform)
+
+
+class _ReviewingConfessionMiddleware(ConfessionMiddleware):
+    """The middleware when a turn can pause for review: adds the ``after_model`` pause."""
+
+    def after_model(
+        self, state: ConfessionAgentState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        # Only a turn held for review gets here with work to do. Everything below reads
+        # state, so re-running this node on resume repeats nothing.
+        pending = state.get("confession_pending")
+        messages = state.get("messages") or []
+        if not pending or not messages or messages[-1].id != pending.get("message_id"):
+            return None
+        confession = next(
+            (
+                c
+                for c in map(as_confession, reversed(state.get("confessions") or []))
+                if c.id == pending.get("confession_id")
+            ),
+            None,
+        )
+        if confession is None:  # state edited by hand: nothing to review against
+            return {"confession_pending": None}
+        answer: AIMessage = pending["answer"]
+        resolution = resolve(self.policy, confession, answer)
+        message_id = pending["message_id"]
+        if resolution.action == "proceed":
+            restored = answer.model_copy(update={"id": message_id})
+            return {"messages": [restored], "confession_pending": None}
+        return {
+            "messages": [resolution.notice(confession, message_id)],
+            "confession_withheld": [answer],
+            "confession_pending": None,
+        }
+
+    async def aafter_model(
+        self, state: ConfessionAgentState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        return self.after_model(state, runtime)

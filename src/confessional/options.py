@@ -1,0 +1,153 @@
+"""``ConfessionOptions``: the one settings object every surface and the pipeline share.
+
+Every surface takes ``options=`` and also accepts each field below as a keyword, so
+``ConfessionMiddleware(sample_rate=0.1)`` and
+``ConfessionMiddleware(options=ConfessionOptions(sample_rate=0.1))`` are the same thing.
+All validation happens here, once, at construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from confessional.audit import Auditor
+from confessional.confessor import Confessor
+from confessional.errors import ConfigurationError
+from confessional.policy import ConfessionPolicy
+from confessional.sinks import ConfessionSink, validate_sinks
+from confessional.telemetry import ConfessionTelemetry
+
+__all__ = ["ConfessionOptions"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfessionOptions:
+    """Every pipeline setting, with its default and the reason for it.
+
+    Attributes:
+        model: the model that confesses: a ``BaseChatModel`` or an ``init_chat_model``
+            string. Default ``None``: the agent's own model, which the middleware takes from
+            each model request (the paper's method, and a prompt-cache hit). The graph node
+            and the callback handler see no model object, so they need this or a
+            ``confessor`` with a model.
+        confessor: a configured :class:`~confessional.Confessor` (output mode, timeouts,
+            budgets). Default ``None``: ``Confessor(model)``. Give ``model`` or a confessor
+            with its own model, not both.
+        auditor: evidence checks. Default ``Auditor()``: every built-in check.
+        policy: verdicts and actions. Default ``ConfessionPolicy()``: flag, fail-open, so
+            nothing is stopped until you choose to, but every violation is filterable.
+        telemetry: OpenTelemetry recording. Default ``ConfessionTelemetry()`` on the global
+            providers: a no-op until the application configures the SDK.
+        sinks: more receivers of every finished confession (see
+            :class:`~confessional.sinks.ConfessionSink`): bare callables, async callables,
+            :class:`~confessional.sinks.JsonlSink`, the annotation helpers. Their errors are
+            logged and counted, never raised. Default: none.
+        agent_name: recorded on confessions and spans. Default ``None``: the
+            ``create_agent(name=...)`` of the agent where the surface can see it.
+        confess_without_tools: also confess turns with no tool call. Default ``False``: the
+            method targets tool-using episodes, and plain chat turns would double the cost.
+        sample_rate: fraction of episodes confessed, 0 to 1. Default 1.0 (every episode);
+            lower it to bound cost on high-traffic agents. Unsampled turns are ``skipped``.
+        background: confess off the critical path: the run returns at once and the report
+            reaches the sinks later. Only for non-halting policies (a background
+            confession cannot stop a run that has already returned). Default ``False``.
+        max_concurrency: background confessions running at once. Default 4: confessions
+            are network-bound, and more would compete with the agent for rate limits.
+        max_pending: background confessions queued or running before new ones wait
+            (back-pressure instead of silently dropping work). Default 1000.
+    """
+
+    model: BaseChatModel | str | None = None
+    confessor: Confessor | None = None
+    auditor: Auditor = field(default_factory=Auditor)
+    policy: ConfessionPolicy = field(default_factory=ConfessionPolicy)
+    telemetry: ConfessionTelemetry = field(default_factory=ConfessionTelemetry)
+    sinks: Sequence[ConfessionSink] = ()
+    agent_name: str | None = None
+    confess_without_tools: bool = False
+    sample_rate: float = 1.0
+    background: bool = False
+    max_concurrency: int = 4
+    max_pending: int = 1000
+
+    def __post_init__(self) -> None:
+        _expect("auditor", self.auditor, Auditor)
+        _expect("policy", self.policy, ConfessionPolicy)
+        _expect("telemetry", self.telemetry, ConfessionTelemetry)
+        if self.confessor is not None:
+            _expect("confessor", self.confessor, Confessor)
+        if self.model is not None and not isinstance(self.model, BaseChatModel | str):
+            raise ConfigurationError(
+                "model must be a BaseChatModel, an init_chat_model string or None, "
+                f"got {type(self.model).__name__}"
+            )
+        if self.model is not None and self.confessor is not None and self.confessor.model:
+            raise ConfigurationError(
+                "pass either model= or a confessor with its own model, not both"
+            )
+        if isinstance(self.sinks, str) or not isinstance(self.sinks, Sequence):
+            raise ConfigurationError("sinks must be a list of sinks")
+        object.__setattr__(self, "sinks", tuple(self.sinks))
+        validate_sinks(self.sinks)
+        if isinstance(self.sample_rate, bool) or not 0.0 <= self.sample_rate <= 1.0:
+            raise ConfigurationError(
+                f"sample_rate must be between 0 and 1, got {self.sample_rate!r}"
+            )
+        for name in ("max_concurrency", "max_pending"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.background and self.policy.halts:
+            raise ConfigurationError(
+                "background=True cannot halt a run "
+                f"(on_violation={self.policy.on_violation!r}); use on_violation='flag' or "
+                "'continue', or background=False"
+            )
+
+    @classmethod
+    def merge(
+        cls, options: ConfessionOptions | None, settings: Mapping[str, Any]
+    ) -> ConfessionOptions:
+        """``options`` (default: all defaults) with ``settings`` given as keywords on top."""
+        base = options if options is not None else None
+        if base is not None and not isinstance(base, ConfessionOptions):
+            raise ConfigurationError(
+                f"options must be a ConfessionOptions, got {type(base).__name__}"
+            )
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s) {', '.join(map(repr, unknown))}; valid settings are: "
+                + ", ".join(f.name for f in dataclasses.fields(cls))
+            )
+        # ``policy=None`` and the like mean "the default", as they read.
+        defaults = {
+            f.name: f.default_factory()
+            for f in dataclasses.fields(cls)
+            if f.default_factory is not dataclasses.MISSING and settings.get(f.name, 0) is None
+        }
+        settings = {**settings, **defaults}
+        if base is None:
+            return cls(**settings)
+        return dataclasses.replace(base, **settings) if settings else base
+
+    def build_confessor(self) -> Confessor:
+        """The confessor to use: the given one, else one for ``model``."""
+        return self.confessor if self.confessor is not None else Confessor(self.model)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a confessing model is configured (else the agent's own is needed)."""
+        return self.model is not None or (
+            self.confessor is not None and self.confessor.model is not None
+        )
+
+
+def _expect(name: str, value: object, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")

@@ -1,0 +1,239 @@
+"""Sinks: everything that receives a finished confession goes through one protocol.
+
+A sink is a callable ``sink(confession)``, sync or async (it may return an awaitable).
+Optionally it has ``flush()`` and ``close()``, and ``inline_only = True`` when it only
+makes sense while the agent's run is still going (background mode skips those, and says
+which at construction).
+
+The pipeline delivers, in order: the OpenTelemetry recording
+(:class:`~confessional.ConfessionTelemetry` is itself a sink), :class:`LangChainRunTags`,
+:class:`GraphStreamEvent`, then the sinks in ``ConfessionOptions.sinks``. A sink that
+raises is logged, counted and marked on the confession span; the others still run and the
+agent never sees the error.
+
+Built here: :class:`JsonlSink` (append-only file), :class:`LangChainRunTags` (tags the
+LangChain run, for LangSmith filters) and :class:`GraphStreamEvent` (the LangGraph
+``custom`` stream chunk and ``"confession"`` callback event). The Phoenix, LangSmith and
+Langfuse annotation sinks are in :mod:`confessional.annotations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
+
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables.config import ensure_config
+
+from confessional import semconv
+from confessional._jsonl import JsonlFile
+from confessional.confession import Confession
+from confessional.errors import ConfigurationError
+
+__all__ = [
+    "CONFESSION_EVENT",
+    "ConfessionSink",
+    "GraphStreamEvent",
+    "JsonlSink",
+    "LangChainRunTags",
+    "confession_event_payload",
+    "delivery_steps",
+    "sink_name",
+    "validate_sinks",
+]
+
+CONFESSION_EVENT: Final = "confession"
+"""Name of the custom event (``astream_events``) and ``type`` of the ``custom`` stream
+chunk that carry each confession."""
+
+
+@runtime_checkable
+class ConfessionSink(Protocol):
+    """Receives every finished confession. May return an awaitable (an async sink)."""
+
+    def __call__(self, confession: Confession, /) -> Awaitable[None] | None: ...
+
+
+SinkFailure = Callable[[object, BaseException], None]
+"""Called with ``(sink, exception)`` when a sink fails."""
+
+
+def sink_name(sink: object) -> str:
+    """A readable name for logs."""
+    return str(getattr(sink, "__name__", None) or type(sink).__name__)
+
+
+def validate_sinks(sinks: Sequence[object]) -> None:
+    """Every sink must be callable; raise :class:`ConfigurationError` otherwise."""
+    for sink in sinks:
+        if not callable(sink):
+            raise ConfigurationError(f"sinks entries must be callable, got {sink!r}")
+
+
+def inline_only(sink: object) -> bool:
+    """Whether ``sink`` needs the agent's run to be still going."""
+    return bool(getattr(sink, "inline_only", False))
+
+
+async def _guarded(sink: object, awaitable: Awaitable[Any], on_failure: SinkFailure) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        on_failure(sink, exc)
+
+
+def delivery_steps(
+    sinks: Sequence[object],
+    confession: Confession,
+    *,
+    inline: bool,
+    on_failure: SinkFailure,
+) -> Iterator[Awaitable[None]]:
+    """Call each sink; yield the awaitables of async sinks for the driver to await.
+
+    One step sequence for both drivers: sync code runs each yielded awaitable to
+    completion, async code awaits it. Failures go to ``on_failure``, never out.
+    """
+    for sink in sinks:
+        if not inline and inline_only(sink):
+            continue
+        try:
+            result = sink(confession)  # type: ignore[operator]
+        except Exception as exc:
+            on_failure(sink, exc)
+            continue
+        if inspect.isawaitable(result):
+            yield _guarded(sink, result, on_failure)
+
+
+class JsonlSink:
+    """Appends every confession to a JSON Lines file: one record per line, fsync per
+    record, append-only, safe across threads and processes (``O_APPEND``).
+
+    Each line is ``{"type": "confession", "confession": {...}}`` with the full
+    :class:`~confessional.Confession` (report text included: this is your own file; pass
+    ``redact`` to scrub free text first).
+
+    Args:
+        path: the file; parent directories are created.
+        redact: applied to every string in the record before writing. Default ``None``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, redact: Callable[[str], str] | None = None
+    ) -> None:
+        if redact is not None and not callable(redact):
+            raise ConfigurationError("redact must be a callable str -> str")
+        self._file = JsonlFile(path)
+        self._redact = redact
+
+    @property
+    def path(self) -> str:
+        return str(self._file.path)
+
+    def __call__(self, confession: Confession) -> None:
+        record: Any = {"type": "confession", "confession": confession.model_dump(mode="json")}
+        if self._redact is not None:
+            record = _map_strings(record, self._redact)
+        self._file.append(record)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        return f"JsonlSink({self.path!r})"
+
+
+def _map_strings(value: Any, apply: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return apply(value)
+    if isinstance(value, dict):
+        return {key: _map_strings(item, apply) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(item, apply) for item in value]
+    return value
+
+
+def _marked(confession: Confession) -> bool:
+    return confession.verdict in ("flag", "halt") or confession.status == "error"
+
+
+class LangChainRunTags:
+    """Tags the current LangChain run when a confession flags, halts or fails.
+
+    It runs a tiny ``confession_verdict`` child run carrying tags
+    (``confession:flagged``, ``confession:verdict:<v>``, ``confession:status:error``) and
+    verdict metadata, so LangSmith and other callback-based tracers can filter runs.
+    Inline only: after the run has returned there is no run to attach a child to (use
+    :func:`confessional.annotations.langsmith_feedback` for background confessions).
+    """
+
+    inline_only = True
+
+    def __call__(self, confession: Confession) -> None:
+        if not _marked(confession):
+            return
+        base = ensure_config()
+        grade = confession.report.overall_compliance_grade if confession.report else None
+        tags = [*base.get("tags", [])]
+        if confession.verdict != "pass":
+            tags += [semconv.TAG_FLAGGED, f"{semconv.TAG_VERDICT_PREFIX}{confession.verdict}"]
+        if confession.status == "error":
+            tags.append(f"{semconv.TAG_STATUS_PREFIX}{confession.status}")
+        child: dict[str, Any] = {
+            **base,
+            "tags": tags,
+            "metadata": {
+                **base.get("metadata", {}),
+                semconv.METADATA_CONFESSION_VERDICT: confession.verdict,
+                semconv.METADATA_CONFESSION_STATUS: confession.status,
+                semconv.METADATA_CONFESSION_GRADE: grade,
+                semconv.METADATA_CONFESSION_ID: confession.id,
+            },
+            "run_name": semconv.LANGCHAIN_RUN_NAME,
+        }
+        child.pop("run_id", None)  # a run id belongs to one run only
+        payload = {"verdict": confession.verdict, "status": confession.status, "grade": grade}
+        RunnableLambda(_identity, name=semconv.LANGCHAIN_RUN_NAME).invoke(payload, child)  # type: ignore[arg-type]
+
+
+def _identity(value: dict[str, Any]) -> dict[str, Any]:
+    return value
+
+
+def confession_event_payload(confession: Confession) -> dict[str, Any]:
+    """The payload of the ``custom`` stream chunk and of the ``"confession"`` event."""
+    return {"type": CONFESSION_EVENT, "confession": confession.model_dump(mode="json")}
+
+
+class GraphStreamEvent:
+    """Streams each confession live while a LangGraph run goes on: a ``custom`` stream
+    chunk (``stream_mode="custom"``) and a ``"confession"`` custom callback event
+    (``astream_events``). Outside a graph run it does nothing. Inline only: once the run
+    has returned, its stream is closed."""
+
+    inline_only = True
+
+    def __call__(self, confession: Confession) -> Awaitable[None] | None:
+        from langgraph.config import get_config, get_stream_writer
+
+        try:
+            config = get_config()
+        except RuntimeError:  # not inside a runnable (a hook called directly)
+            return None
+        payload = confession_event_payload(confession)
+        with contextlib.suppress(RuntimeError, KeyError):  # a runnable, but not a graph run
+            get_stream_writer()(payload)
+        if config.get("callbacks") is None:
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            dispatch_custom_event(CONFESSION_EVENT, payload, config=config)
+            return None
+        return adispatch_custom_event(CONFESSION_EVENT, payload, config=config)
