@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Any, Literal, TypeVar, get_args
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, Literal, get_args
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from confessional._timeouts import await_with_timeout, run_with_timeout
 from confessional.confession import Confession
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfessionParseError, ConfigurationError, MissingExtraError
@@ -36,9 +34,6 @@ OutputMode = Literal["auto", "structured", "text"]
 CONFESSION_TAGS: tuple[str, ...] = ("nostream", "confessional")
 """Tags on the confession's own model call: ``nostream`` keeps its tokens out of
 LangGraph's message stream, ``confessional`` lets callback handlers skip it."""
-
-_T = TypeVar("_T")
-
 
 def model_name_of(model: BaseChatModel) -> str:
     """The model's name as providers report it, else its class name."""
@@ -87,35 +82,6 @@ def _call_config(config: RunnableConfig | None) -> RunnableConfig:
     }
     merged["run_name"] = "confession"
     return merged
-
-
-def _run_with_timeout(call: Callable[[], _T], timeout_s: float) -> _T:
-    """Run ``call`` in a daemon thread so a hung provider cannot hang the agent or exit."""
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-    context = contextvars.copy_context()  # keeps OTel and callback context in the thread
-
-    def target() -> None:
-        try:
-            outcome["value"] = context.run(call)
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="confessional-confess", daemon=True).start()
-    if not done.wait(timeout_s):
-        raise TimeoutError(f"confession model did not answer within {timeout_s:g}s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
-
-
-async def _await_with_timeout(awaitable: Awaitable[_T], timeout_s: float) -> _T:
-    try:
-        return await asyncio.wait_for(awaitable, timeout_s)
-    except asyncio.TimeoutError:  # a distinct class before Python 3.11
-        raise TimeoutError(f"confession model did not answer within {timeout_s:g}s") from None
 
 
 def _retry_messages(request: list[BaseMessage], reply: Any, error: str) -> list[BaseMessage]:
@@ -291,9 +257,14 @@ class Confessor:
         *,
         model: BaseChatModel | None = None,
         tools: Sequence[Any] | None = None,
+        model_settings: Mapping[str, Any] | None = None,
         config: RunnableConfig | None = None,
     ) -> Confession:
-        """Confess the latest episode of ``messages``. Never raises for model failures."""
+        """Confess the latest episode of ``messages``. Never raises for model failures.
+
+        ``tools`` and ``model_settings``: the agent's own request (bound tools as given to
+        the model, request parameters), so the confession call can replay it.
+        """
         started = time.perf_counter()
         episode, chat, request = self._prepare(messages, model, tools)
         if chat is None:
@@ -303,7 +274,7 @@ class Confessor:
                 error_type="no_model",
             )
         try:
-            report = _run_with_timeout(
+            report = run_with_timeout(
                 lambda: self._drive(chat, request, _call_config(config)), self.timeout_s
             )
         except Exception as exc:
@@ -316,6 +287,7 @@ class Confessor:
         *,
         model: BaseChatModel | None = None,
         tools: Sequence[Any] | None = None,
+        model_settings: Mapping[str, Any] | None = None,
         config: RunnableConfig | None = None,
     ) -> Confession:
         """Async :meth:`confess`, with the same behaviour."""
@@ -328,7 +300,7 @@ class Confessor:
                 error_type="no_model",
             )
         try:
-            report = await _await_with_timeout(
+            report = await await_with_timeout(
                 self._adrive(chat, request, _call_config(config)), self.timeout_s
             )
         except Exception as exc:

@@ -94,6 +94,11 @@ class Resolution:
     decision: ReviewDecision | None = None
     """The reviewer's decision, when the run paused for review."""
 
+    def answer(self, original: AIMessage) -> AIMessage:
+        """The answer to deliver when the run proceeds: the original, or a reviewer's edit
+        of it (same message id, so it replaces the original in ``messages``)."""
+        return original
+
     def notice(self, confession: Confession, message_id: str | None) -> AIMessage:
         """The notice that stands in for the withheld answer."""
         if self.decision is None:

@@ -130,6 +130,8 @@ class _ConfessionNode:
         answer = last if isinstance(last, AIMessage) and not last.tool_calls else None
         resolution = resolve(self.pipeline.policy, confession, answer)
         if resolution.action == "proceed":
+            if answer is not None and resolution.answer(answer) is not answer:
+                update[self.messages_key] = [resolution.answer(answer)]
             return Command(update=update, goto=self.next_node)
         if self.withhold and answer is not None:
             notice = resolution.notice(confession, answer.id)

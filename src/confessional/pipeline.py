@@ -185,9 +185,7 @@ class ConfessionPipeline:
     def _drive(self, call: EpisodeCall, *, inline: bool = True) -> Confession:
         def perform(step: Any) -> Any:
             if isinstance(step, _ModelCall):
-                return self.confessor.confess(
-                    step.episode, model=step.call.model, config=step.call.config
-                )
+                return self.confessor.confess(step.episode, **_replay(step.call))
             return run_sync(step)
 
         return drive(self._steps(call, inline=inline), perform)
@@ -195,9 +193,7 @@ class ConfessionPipeline:
     async def _adrive(self, call: EpisodeCall) -> Confession:
         async def perform(step: Any) -> Any:
             if isinstance(step, _ModelCall):
-                return await self.confessor.aconfess(
-                    step.episode, model=step.call.model, config=step.call.config
-                )
+                return await self.confessor.aconfess(step.episode, **_replay(step.call))
             return await step
 
         return await adrive(self._steps(call, inline=True), perform)
@@ -280,3 +276,13 @@ class ConfessionPipeline:
 
 def _as_call(messages: Sequence[MessageLike] | Episode | EpisodeCall, call: Any) -> EpisodeCall:
     return messages if isinstance(messages, EpisodeCall) else EpisodeCall(messages, **call)
+
+
+def _replay(call: EpisodeCall) -> dict[str, Any]:
+    """What the Confessor needs to replay the agent's own request."""
+    return {
+        "model": call.model,
+        "tools": call.tools,
+        "model_settings": call.model_settings,
+        "config": call.config,
+    }

@@ -273,7 +273,7 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
         resolution = resolve(self.policy, confession, answer)
         message_id = pending["message_id"]
         if resolution.action == "proceed":
-            restored = answer.model_copy(update={"id": message_id})
+            restored = resolution.answer(answer).model_copy(update={"id": message_id})
             return {"messages": [restored], "confession_pending": None}
         return {
             "messages": [resolution.notice(confession, message_id)],
