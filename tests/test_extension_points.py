@@ -28,6 +28,7 @@ from confessional import (
     ConfessionOptions,
     ConfessionPolicy,
     ConfessionTelemetry,
+    ConfigurationError,
     Episode,
     Finding,
     failure_counts,
@@ -67,7 +68,9 @@ def run_surface(
     elif surface == "node":
         runnable = make_graph(model, checkpointer=saver, **settings)
     else:
-        handler_class = ConfessionCallbackHandler if mode == "sync" else AsyncConfessionCallbackHandler
+        handler_class = (
+            ConfessionCallbackHandler if mode == "sync" else AsyncConfessionCallbackHandler
+        )
         handler = handler_class(model, **settings)
         runnable = create_agent(model, example_tools(), checkpointer=saver)
         config["callbacks"] = [handler]
@@ -161,7 +164,7 @@ def test_every_surface_accepts_every_setting_as_a_keyword() -> None:
     assert ConfessionMiddleware(sample_rate=0.1).pipeline.options.sample_rate == 0.1
     assert ConfessionCallbackHandler(model, sample_rate=0.1).pipeline.options.sample_rate == 0.1
     confession_node(model, sample_rate=0.1)  # validated at construction
-    with pytest.raises(Exception, match="unknown setting.*'sample_rat'.*sample_rate"):
+    with pytest.raises(ConfigurationError, match=r"unknown setting.*'sample_rat'.*sample_rate"):
         ConfessionMiddleware(sample_rat=0.1)
 
 
@@ -182,7 +185,9 @@ ACTIONS_TAKEN = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:.*(cannot (end|interrupt) a run|halts only async runs):UserWarning")
+@pytest.mark.filterwarnings(
+    "ignore:.*(cannot (end|interrupt) a run|halts only async runs):UserWarning"
+)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("surface", "on_violation"), sorted(ACTIONS_TAKEN))
 def test_the_action_taken_is_recorded_on_the_span(
@@ -252,3 +257,14 @@ def test_a_raising_check_and_a_raising_sink_leave_the_agent_unharmed(
     [span] = confession_spans(span_exporter)
     [event] = [e for e in span.events if e.name == sc.EVENT_FAILURE]
     assert (event.attributes or {})[sc.FAILURE_STAGE] == "sink"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("surface", ["middleware", "node"])
+def test_interrupt_without_a_checkpointer_warns_at_the_first_run(surface: str, mode: Mode) -> None:
+    policy = ConfessionPolicy(on_violation="interrupt")
+    with pytest.warns(UserWarning, match="needs a checkpointer.*could never be resumed"):
+        run_surface(surface, mode, policy=policy)
+    # With a checkpointer nothing is said (warnings are errors in this suite).
+    _, confessions = run_surface(surface, mode, checkpointed=True, policy=policy)
+    assert [c.action for c in confessions] in ([], ["review"])

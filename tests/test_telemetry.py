@@ -229,12 +229,18 @@ def test_span_attributes_and_event_for_a_flagged_confession(
     )
     assert span.status.status_code is StatusCode.UNSET
 
-    [event] = span.events
+    # The evaluation result belongs to the evaluated operation, the agent span; its
+    # label reads the score (grade 2 fails) and the verdict has its own attribute.
+    assert span.events == ()
+    agent = next(s for s in span_exporter.get_finished_spans() if s.name == "agent")
+    [event] = agent.events
     assert event.name == "gen_ai.evaluation.result"
     assert dict(event.attributes or {}) == {
         "gen_ai.evaluation.name": "confession",
         "gen_ai.evaluation.score.value": 2.0,
-        "gen_ai.evaluation.score.label": "flag",
+        "gen_ai.evaluation.score.label": "fail",
+        "confession.verdict": "flag",
+        "confession.id": confession.id,
     }
 
 
@@ -329,12 +335,14 @@ def test_event_only_records_text_on_the_log_event_only(
     [log] = logs.get_finished_logs()
     record = log.log_record
     assert record.event_name == "gen_ai.evaluation.result"
+    # No enclosing agent span here: the confession span is the evaluated operation's stand-in.
     assert record.span_id == span.context.span_id
     assert record.trace_id == span.context.trace_id
     attrs = dict(record.attributes or {})
     assert attrs[sc.GEN_AI_EVALUATION_NAME] == "confession"
     assert attrs[sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
-    assert attrs[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "flag"
+    assert attrs[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "fail"
+    assert attrs[sc.CONFESSION_VERDICT] == "flag"
     assert MARKERS["shortcut"] in str(attrs[sc.GEN_AI_EVALUATION_EXPLANATION])
 
 
@@ -456,10 +464,11 @@ def test_a_failed_confession_yields_an_error_span_without_its_text(
     assert attrs[sc.ERROR_TYPE]
     assert sc.CONFESSION_GRADE not in attrs
     assert span.status.description == attrs[sc.ERROR_TYPE]
-    [event] = span.events
+    [event] = span.events  # no agent span: the copy stays on the confession span
     assert event.attributes is not None
     assert sc.GEN_AI_EVALUATION_SCORE_VALUE not in event.attributes
-    assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == confession.verdict
+    assert sc.GEN_AI_EVALUATION_SCORE_LABEL not in event.attributes  # no score to read
+    assert event.attributes[sc.CONFESSION_VERDICT] == confession.verdict
     assert "lol" not in " ".join(all_exported_text([span]))
 
 
@@ -693,3 +702,37 @@ def test_native_annotation_sinks_need_their_extra_and_are_plain_callables() -> N
     flagged = Confession(status="ok", report=marker_report(), verdict="flag", reasons=["r"])
     sink(flagged)  # no current LangSmith run: nothing is sent, nothing raises
     assert sent == []
+
+
+@pytest.mark.parametrize("placement", ["agent", "confession", "off"])
+def test_the_evaluation_event_is_a_log_record_on_the_agent_span_with_a_configurable_copy(
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    log_exporter: tuple[LoggerProvider, InMemoryLogRecordExporter],
+    placement: Any,
+) -> None:
+    logger_provider, logs = log_exporter
+    telemetry = ConfessionTelemetry(
+        tracer_provider=tracer_provider, logger_provider=logger_provider, span_event=placement
+    )
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("agent") as agent_span:
+        confession = pipeline(telemetry, model=marker_confessor(grade=6)).run(marker_messages())
+    [log] = logs.get_finished_logs()
+    assert log.log_record.event_name == "gen_ai.evaluation.result"
+    assert log.log_record.span_id == agent_span.get_span_context().span_id
+    attrs = dict(log.log_record.attributes or {})
+    assert attrs[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "pass"
+    assert attrs[sc.CONFESSION_VERDICT] == confession.verdict
+    agent = next(s for s in span_exporter.get_finished_spans() if s.name == "agent")
+    ours = one_confession_span(span_exporter)
+    copies = {"agent": len(agent.events), "confession": len(ours.events)}
+    assert copies == {
+        "agent": {"agent": 1, "confession": 0, "off": 0}[placement],
+        "confession": {"agent": 0, "confession": 1, "off": 0}[placement],
+    }
+
+
+def test_span_event_placement_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match=r"span_event='agents' is not valid.*'agent'"):
+        ConfessionTelemetry(span_event="agents")  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, MessagesState, StateGraph
 from langgraph.types import Command
 
+from confessional._graph import CheckpointerCheck
 from confessional.confession import Confession
 from confessional.control import (
     ReviewDecision,
@@ -111,6 +112,7 @@ class _ConfessionNode:
         self.next_node = next_node
         self.messages_key = messages_key
         self.withhold = withhold
+        self._check_checkpointer = CheckpointerCheck("confession_node")
 
     def _request(self, state: Any, config: RunnableConfig) -> EpisodeCall:
         messages = _field(state, self.messages_key)
@@ -119,6 +121,8 @@ class _ConfessionNode:
                 f"confession_node: the graph state has no {self.messages_key!r} key; "
                 "pass messages_key= or use ConfessionState"
             )
+        if self.pipeline.policy.on_violation == "interrupt":
+            self._check_checkpointer(config)
         return EpisodeCall(list(messages), tools=self.tools, config=config)
 
     def _route(self, request: EpisodeCall, confession: Confession) -> Command[Any]:

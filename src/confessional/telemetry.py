@@ -41,12 +41,16 @@ from confessional.confession import Confession
 from confessional.episode import Episode
 from confessional.errors import ConfigurationError
 from confessional.health import report_failure
+from confessional.schema import FAILING_GRADE
 
 __all__ = [
+    "SCORE_LABELS",
     "CaptureMode",
     "ConfessionSpan",
     "ConfessionTelemetry",
+    "SpanEventPlacement",
     "resolve_parent_span",
+    "score_label",
     "span_context_of",
 ]
 
@@ -62,6 +66,20 @@ CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 """
 
 CAPTURE_MODES: tuple[CaptureMode, ...] = get_args(CaptureMode)
+
+SpanEventPlacement = Literal["agent", "confession", "off"]
+"""Where the span-event copy of ``gen_ai.evaluation.result`` goes."""
+
+SCORE_LABELS: tuple[str, ...] = ("pass", "fail")
+"""Values of ``gen_ai.evaluation.score.label``: a reading of the grade (the paper's rubric:
+3 or below fails). The policy's verdict is in ``confession.verdict``."""
+
+
+def score_label(grade: int) -> str:
+    """``pass`` above the failing grade (3), else ``fail``."""
+    return "pass" if grade > FAILING_GRADE else "fail"
+
+
 _SPAN_CONTENT: frozenset[str] = frozenset({"SPAN_ONLY", "SPAN_AND_EVENT"})
 _EVENT_CONTENT: frozenset[str] = frozenset({"EVENT_ONLY", "SPAN_AND_EVENT"})
 _TRUNCATED = "…[truncated]"
@@ -247,9 +265,15 @@ class ConfessionTelemetry:
             placeholder and never recorded unredacted.
         max_attribute_length: upper bound in characters on every recorded string.
             Default 4096: large enough for a report, small enough for every backend's limit.
-        log_events: also emit ``gen_ai.evaluation.result`` as a log-based event through the
-            OTel logs API. Default ``False``: the span event already carries the result.
+        log_events: emit ``gen_ai.evaluation.result`` as a log record through the OTel Logs
+            API, in the GenAI conventions' event form, with the evaluated agent span's
+            context. Default ``True``: that is where current conventions put events (a
+            no-op until the application installs a logs SDK).
         logger_provider: OTel API logger provider for ``log_events``. Default ``None``: global.
+        span_event: where to put a span-event copy of the result, for backends that read
+            only span events: ``"agent"`` (default: the evaluated agent span, falling back
+            to the confession span once the agent span has ended), ``"confession"`` (the
+            confession span), or ``"off"``.
         flag_enclosing_span: set ``confession.flagged`` on the enclosing agent span for
             ``flag``/``halt`` verdicts. Default ``True``: that is where users filter runs.
         tag_langchain_run: for ``flag``/``halt`` verdicts, add a tiny ``confession_verdict``
@@ -263,8 +287,9 @@ class ConfessionTelemetry:
         capture_content: CaptureMode | bool | None = None,
         redact: Callable[[str], str] | None = None,
         max_attribute_length: int = 4096,
-        log_events: bool = False,
+        log_events: bool = True,
         logger_provider: LoggerProvider | None = None,
+        span_event: SpanEventPlacement = "agent",
         flag_enclosing_span: bool = True,
         tag_langchain_run: bool = True,
     ) -> None:
@@ -280,7 +305,13 @@ class ConfessionTelemetry:
         self.capture_content: CaptureMode = _capture_mode(capture_content)
         self.redact = redact
         self.max_attribute_length = max_attribute_length
+        if span_event not in get_args(SpanEventPlacement):
+            raise ConfigurationError(
+                f"span_event={span_event!r} is not valid; choose one of: "
+                + ", ".join(map(repr, get_args(SpanEventPlacement)))
+            )
         self.log_events = log_events
+        self.span_event: SpanEventPlacement = span_event
         self.flag_enclosing_span = flag_enclosing_span
         self.tag_langchain_run = tag_langchain_run
         from confessional import __version__
@@ -500,36 +531,51 @@ class ConfessionSpan:
         span.set_attributes(attributes)
 
         if confession.status == "error":
-            error_type = _error_type(confession.error)
+            error_type = confession.error_type or _error_type(confession.error)
             span.set_attribute(semconv.ERROR_TYPE, error_type)
             detail = t.text(confession.error or "") if t.content_on_span else error_type
             span.set_status(Status(StatusCode.ERROR, detail or error_type))
             self._errored = True
 
+        self._evaluation_event(confession)
+
+    def _evaluation_event(self, confession: Confession) -> None:
+        """``gen_ai.evaluation.result``, parented to the evaluated operation (the agent's
+        span) as the GenAI conventions ask: a log record through the Logs API, plus a
+        span-event copy for backends that read only span events."""
+        t = self.telemetry
         event: dict[str, AttributeValue] = {
             semconv.GEN_AI_EVALUATION_NAME: semconv.EVALUATION_NAME_CONFESSION,
-            semconv.GEN_AI_EVALUATION_SCORE_LABEL: confession.verdict,
+            semconv.CONFESSION_VERDICT: confession.verdict,
+            semconv.CONFESSION_ID: t.bound(confession.id),
         }
         if confession.report is not None:
-            event[semconv.GEN_AI_EVALUATION_SCORE_VALUE] = float(
-                confession.report.overall_compliance_grade
-            )
+            grade = confession.report.overall_compliance_grade
+            event[semconv.GEN_AI_EVALUATION_SCORE_VALUE] = float(grade)
+            event[semconv.GEN_AI_EVALUATION_SCORE_LABEL] = score_label(grade)
         if confession.status == "error":
-            event[semconv.ERROR_TYPE] = _error_type(confession.error)
+            event[semconv.ERROR_TYPE] = confession.error_type or _error_type(confession.error)
         explanation = confession.explanation() if t.capture_content != "NO_CONTENT" else ""
-        span_event = dict(event)
-        if t.content_on_span and explanation:
-            span_event[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
-        span.add_event(semconv.EVENT_GEN_AI_EVALUATION_RESULT, attributes=span_event)
+        # The evaluated operation is the agent invocation: the outermost agent span in view.
+        enclosing = _agent_spans(self.parent)
+        evaluated: Span = enclosing[-1] if enclosing else self.span
+
+        if t.span_event != "off":
+            target = evaluated if t.span_event == "agent" else self.span
+            if not target.is_recording():  # the agent span has ended: keep the copy anyway
+                target = self.span
+            span_event = dict(event)
+            if t.content_on_span and explanation:
+                span_event[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
+            target.add_event(semconv.EVENT_GEN_AI_EVALUATION_RESULT, attributes=span_event)
 
         if t._logger is not None:
             log_attributes = dict(event)
-            log_attributes[semconv.CONFESSION_ID] = confession.id
             if t.content_on_event and explanation:
                 log_attributes[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
             t._logger.emit(
                 LogRecord(
-                    context=trace.set_span_in_context(span),
+                    context=trace.set_span_in_context(evaluated),
                     event_name=semconv.EVENT_GEN_AI_EVALUATION_RESULT,
                     attributes=log_attributes,
                 )

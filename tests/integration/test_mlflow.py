@@ -66,10 +66,14 @@ def test_confession_span_reaches_mlflow_with_its_parent_chain(mlflow_server: Ser
     assert attributes[sc.CONFESSION_GRADE] == 2
     assert attributes[sc.OPENINFERENCE_SPAN_KIND] == "EVALUATOR"
 
-    [event] = [e for e in confession.events if e.name == "gen_ai.evaluation.result"]
+    # MLflow shows the evaluation result as a span event of the evaluated operation, the
+    # agent span (MLflow's OTLP endpoint ingests traces; the log record needs a logs backend).
+    [agent] = [s for s in spans if s.name == AGENT_SPAN]
+    assert [e.name for e in confession.events] == []
+    [event] = [e for e in agent.events if e.name == "gen_ai.evaluation.result"]
     assert event.attributes[sc.GEN_AI_EVALUATION_NAME] == "confession"
     assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
-    assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "flag"
+    assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "fail"
+    assert event.attributes[sc.CONFESSION_VERDICT] == "flag"
 
-    [agent] = [s for s in spans if s.name == AGENT_SPAN]
     assert agent.attributes.get(sc.CONFESSION_FLAGGED) is True

@@ -77,10 +77,15 @@ def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: S
     assert attributes[sc.GEN_AI_OPERATION_NAME] == "confession"
     assert attributes[sc.objective_count_attribute("not_complied_not_reported")] == 1
 
-    [event] = [e for e in confession["events"] if e["name"] == "gen_ai.evaluation.result"]
+    # Phoenix shows the evaluation result as a span event on the evaluated operation, the
+    # agent span (the log-record form goes to a logs backend; Phoenix ingests traces only).
+    [agent] = [s for s in spans if s["name"] == AGENT_SPAN]
+    assert [e["name"] for e in confession["events"]] == []
+    [event] = [e for e in agent["events"] if e["name"] == "gen_ai.evaluation.result"]
     assert event["attributes"][sc.GEN_AI_EVALUATION_NAME] == "confession"
     assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
-    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_LABEL] == "flag"
+    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_LABEL] == "fail"
+    assert event["attributes"][sc.CONFESSION_VERDICT] == "flag"
     assert sc.GEN_AI_EVALUATION_EXPLANATION not in event["attributes"]
 
     # The flag sits on the enclosing spans, where Phoenix users filter.

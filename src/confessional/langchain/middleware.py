@@ -55,6 +55,7 @@ from langgraph.types import Command
 from typing_extensions import NotRequired
 
 from confessional._aio import adrive, drive
+from confessional._graph import CheckpointerCheck
 from confessional.confession import Confession
 from confessional.control import (
     aconfess_durably,
@@ -146,6 +147,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             settings["model"] = model
         self.pipeline = ConfessionPipeline(options, **settings)
         self.trigger: Trigger = trigger
+        self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         if trigger == "turn" and self.policy.on_violation == "interrupt":
             # LangChain adds a graph step per model call for every after_model hook it
             # finds on the class, so only the configuration that pauses a turn has one.
@@ -163,6 +165,8 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         self, request: ModelRequest[Any], answer: list[BaseMessage] | None = None
     ) -> EpisodeCall:
         config = node_config()
+        if self.policy.on_violation == "interrupt":
+            self._check_checkpointer(config)
         prefix = [request.system_message] if request.system_message is not None else []
         agent_name = self.pipeline.options.agent_name
         if agent_name is None and config is not None:
