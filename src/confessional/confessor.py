@@ -13,7 +13,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from confessional._timeouts import await_with_timeout, run_with_timeout
 from confessional.confession import Confession
 from confessional.episode import Episode, MessageLike, extract_episode
-from confessional.errors import ConfessionParseError, ConfigurationError, MissingExtraError
+from confessional.errors import ConfessionParseError, ConfigurationError
 from confessional.parsing import parse_report
 from confessional.request import RequestRole, build_request, resolve_request_role
 from confessional.schema import ConfessionReport
@@ -44,23 +44,11 @@ def model_name_of(model: BaseChatModel) -> str:
     return type(model).__name__
 
 
-_PROVIDER_EXTRAS = {"openai": "openai", "anthropic": "anthropic"}
-
-
 def init_model(spec: str) -> BaseChatModel:
     """``init_chat_model(spec)`` with errors that say which extra or setting is missing."""
-    from langchain.chat_models import init_chat_model
+    from confessional.models import load_chat_model
 
-    try:
-        return init_chat_model(spec)
-    except ImportError as exc:
-        provider = spec.split(":", 1)[0] if ":" in spec else spec
-        extra = _PROVIDER_EXTRAS.get(provider)
-        if extra is not None:
-            raise MissingExtraError(extra, f"model {spec!r}", f"langchain-{provider}") from exc
-        raise
-    except Exception as exc:  # missing key, unknown provider: a configuration problem
-        raise ConfigurationError(f"could not create chat model {spec!r}: {exc}") from exc
+    return load_chat_model(spec)
 
 
 def _internal_call_metadata() -> dict[str, Any]:

@@ -27,14 +27,22 @@ class ConfigurationError(ConfessionalError, ValueError):
 
 
 class MissingExtraError(ConfessionalError, ImportError):
-    """An optional dependency is missing; the message names the extra that installs it."""
+    """An optional dependency is missing; the message names the extra that installs it.
 
-    def __init__(self, extra: str, feature: str, missing: str) -> None:
+    Attributes:
+        extra: confessional's extra that installs it, or ``None`` when there is none and
+            the message names the package itself.
+        missing: the missing package or module.
+    """
+
+    def __init__(self, extra: str | None, feature: str, missing: str) -> None:
+        install = f"'confessional[{extra}]'" if extra else missing
         super().__init__(
             f"{feature} needs the optional dependency {missing!r}. "
-            f"Install it with: pip install 'confessional[{extra}]'"
+            f"Install it with: pip install {install}"
         )
         self.extra = extra
+        self.missing = missing
 
 
 class ConfessionParseError(ConfessionalError, ValueError):

@@ -495,17 +495,9 @@ def _scripted_model(planned: PlannedRun) -> BaseChatModel:
 
 
 def _load_model(model: str | BaseChatModel) -> BaseChatModel:
-    if not isinstance(model, str):
-        return model
-    from langchain.chat_models import init_chat_model
+    from confessional.models import load_chat_model
 
-    try:
-        return init_chat_model(model)
-    except ImportError as exc:
-        provider = model.split(":", 1)[0] if ":" in model else "the provider"
-        raise MissingExtraError(
-            provider, f"--model {model}", getattr(exc, "name", None) or str(exc)
-        ) from exc
+    return model if not isinstance(model, str) else load_chat_model(model)
 
 
 def run_eval(
