@@ -1,21 +1,30 @@
 # The README's two commands: `make demo` (main job) and `make test` (full test suite).
-# Each builds its own virtual environment in .venv on first use.
+# Both use the virtual environment in .venv, built on first use: `make demo` installs only
+# the package (what a plain `pip install confessional` gives), `make test` adds the extras
+# and tools the test suite needs (Phoenix, MLflow, provider packages, linters).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+BASE_STAMP := $(VENV)/.installed
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint env clean
 
-$(STAMP): pyproject.toml
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade uv
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e .
+	touch $(BASE_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(BASE_STAMP)
 
 env: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(BIN)/confessional demo
 
 test: $(STAMP)

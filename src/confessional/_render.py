@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 from collections.abc import Collection, Sequence
 from typing import IO, Any
 
@@ -17,7 +18,8 @@ class Printer:
 
     def __init__(self, file: IO[str] | None = None, *, plain: bool = False) -> None:
         self.file = file if file is not None else sys.stdout
-        self.width = max(100, shutil.get_terminal_size((120, 24)).columns)
+        # The terminal's width (80 when it is not a terminal): output must read well at 80.
+        self.width = shutil.get_terminal_size((80, 24)).columns
         self._console: Any = None
         if not plain:
             try:
@@ -38,7 +40,11 @@ class Printer:
         if self._console is not None:
             self._console.print(text, style=style, markup=False)
         else:
-            print(text, file=self.file)
+            indent = text[: len(text) - len(text.lstrip())]
+            wrapped = textwrap.fill(
+                text, self.width, subsequent_indent=indent + "  ", break_long_words=False
+            )
+            print(wrapped if text.strip() else text, file=self.file)
 
     def rule(self, title: str) -> None:
         if self._console is not None:

@@ -24,15 +24,34 @@ __all__ = ["LOCAL", "load_chat_model", "open_chat_model"]
 LOCAL = "local"
 """The model string of the managed local open-weight model (see ``confessional.local_model``)."""
 
-# provider prefix -> (pip package, confessional extra or None, API key variable or None)
-_PROVIDERS: dict[str, tuple[str, str | None, str | None]] = {
-    "openai": ("langchain-openai", "openai", "OPENAI_API_KEY"),
-    "anthropic": ("langchain-anthropic", "anthropic", "ANTHROPIC_API_KEY"),
-    "google_genai": ("langchain-google-genai", None, "GOOGLE_API_KEY"),
-    "mistralai": ("langchain-mistralai", None, "MISTRAL_API_KEY"),
-    "groq": ("langchain-groq", None, "GROQ_API_KEY"),
-    "ollama": ("langchain-ollama", None, None),
+# Providers confessional has an extra for; any other init_chat_model provider works too.
+_EXTRAS: dict[str, str] = {"openai": "openai", "anthropic": "anthropic"}
+
+# The API key each provider reads, checked up front so that a missing key is one clear
+# error at load time instead of a failure at the first call.
+_KEY_VARIABLES: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "google_genai": "GOOGLE_API_KEY",
+    "mistralai": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "xai": "XAI_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "together": "TOGETHER_API_KEY",
 }
+
+
+def _known_providers() -> dict[str, str]:
+    """init_chat_model's providers and the pip package each needs (best effort: the table
+    is private to langchain, so an unreadable one only costs the nicer messages)."""
+    try:
+        from langchain.chat_models.base import _BUILTIN_PROVIDERS
+    except ImportError:  # pragma: no cover - langchain moved it
+        return {}
+    return {
+        name: entry[0].split(".")[0].replace("_", "-") for name, entry in _BUILTIN_PROVIDERS.items()
+    }
 
 
 def _provider(spec: str) -> str:
@@ -59,7 +78,13 @@ def load_chat_model(spec: str, *, base_url: str | None = None, **kwargs: Any) ->
         MissingExtraError: the provider's package is not installed.
     """
     provider = _provider(spec)
-    package, extra, key_variable = _PROVIDERS.get(provider, (f"langchain-{provider}", None, None))
+    known = _known_providers()
+    if known and provider not in known:
+        raise ConfigurationError(
+            f"unknown model provider {provider!r} in {spec!r}; known: {', '.join(sorted(known))}"
+        )
+    package = known.get(provider, f"langchain-{provider}")
+    key_variable = _KEY_VARIABLES.get(provider)
     if base_url is not None:
         if provider != "openai":
             raise ConfigurationError(
@@ -77,7 +102,7 @@ def load_chat_model(spec: str, *, base_url: str | None = None, **kwargs: Any) ->
     try:
         model: BaseChatModel = init_chat_model(spec, **kwargs)
     except ImportError as exc:
-        raise MissingExtraError(extra, f"model {spec!r}", package) from exc
+        raise MissingExtraError(_EXTRAS.get(provider), f"model {spec!r}", package) from exc
     except ValueError as exc:  # unknown provider, bad parameters
         raise ConfigurationError(f"could not create model {spec!r}: {_first_line(exc)}") from exc
     return model
@@ -92,7 +117,7 @@ def open_chat_model(
         yield spec
         return
     if spec == LOCAL:
-        from confessional.local_model import local_chat_model  # type: ignore[attr-defined]
+        from confessional.local_model import local_chat_model
 
         with local_chat_model() as model:
             yield model

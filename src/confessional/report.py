@@ -113,7 +113,10 @@ def read_confession_spans(path: Path) -> tuple[list[ConfessionSpanSummary], int]
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TraceFileError(f"cannot read {path}: {exc.strerror}") from None
-    spans = list(_spans(text))
+    try:
+        spans = list(_spans(text))
+    except TraceFileError as exc:
+        raise TraceFileError(f"{path}: {exc}") from None
     names = {(s.get("traceId"), s.get("spanId")): s.get("name", "") for s in spans}
     found: list[ConfessionSpanSummary] = []
     for span in spans:
