@@ -36,15 +36,20 @@ class Printer:
         """The rich console, or ``None`` in plain mode."""
         return self._console
 
-    def line(self, text: str = "", style: str | None = None) -> None:
+    def line(self, text: str = "", style: str | None = None, *, wrap: bool = True) -> None:
+        """Print one line, folded to the width unless ``wrap=False`` (commands to copy)."""
         if self._console is not None:
-            self._console.print(text, style=style, markup=False)
-        else:
+            self._console.print(text, style=style, markup=False, soft_wrap=not wrap)
+        elif wrap and text.strip():
             indent = text[: len(text) - len(text.lstrip())]
-            wrapped = textwrap.fill(
-                text, self.width, subsequent_indent=indent + "  ", break_long_words=False
+            print(
+                textwrap.fill(
+                    text, self.width, subsequent_indent=indent + "  ", break_long_words=False
+                ),
+                file=self.file,
             )
-            print(wrapped if text.strip() else text, file=self.file)
+        else:
+            print(text, file=self.file)
 
     def rule(self, title: str) -> None:
         if self._console is not None:

@@ -329,9 +329,9 @@ def run_demo(
         out.line(line, style="dim")
     out.line()
     out.line(f"Trace: {trace_path} ({exporter.span_count} spans, OTLP JSON lines).")
-    out.line(f"  Summarise it: confessional report {trace_path}")
+    out.line(f"  Summarise it: confessional report {trace_path}", wrap=False)
     out.line("  Open it in a local Phoenix (pip install 'confessional[phoenix]'):")
-    out.line(f"    {_phoenix_command(trace_path)}")
+    out.line(f"    {_phoenix_command(trace_path)}", wrap=False)
     if remote is not None:
         if remote.failed or not remote.exported:
             out.line(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from servers import Server
 
 from confessional import semconv as sc
 from confessional.annotations import phoenix_span_annotation
+from confessional.cli import main
+from confessional.report import read_confession_spans
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +24,13 @@ with warnings.catch_warnings():
     from phoenix.client import Client
 
 
-def fetch_trace(server: Server, trace_id: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
+def fetch_trace(
+    server: Server,
+    trace_id: str,
+    expected: int,
+    timeout_s: float = 60.0,
+    confession_span: str = CONFESSION_SPAN,
+) -> list[Any]:
     """Poll Phoenix until the trace has ``expected`` spans (ingestion is asynchronous)."""
     client = Client(base_url=server.url)
     deadline = time.monotonic() + timeout_s
@@ -30,7 +39,7 @@ def fetch_trace(server: Server, trace_id: str, expected: int, timeout_s: float =
         spans = list(
             client.spans.get_spans(project_identifier="default", trace_ids=[trace_id], limit=1000)
         )
-        if len(spans) >= expected and any(s["name"] == CONFESSION_SPAN for s in spans):
+        if len(spans) >= expected and any(s["name"] == confession_span for s in spans):
             return spans
         time.sleep(0.25)  # poll interval, bounded by the deadline
     raise AssertionError(f"Phoenix returned {len(spans)} spans for {trace_id}: {spans!r}")
@@ -115,3 +124,22 @@ def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: S
     assert annotation["result"]["label"] == "flag"
     assert annotation["result"]["score"] == 2.0
     assert not annotation["result"].get("explanation")
+
+
+def test_demo_trace_file_loads_into_phoenix_with_report_send(
+    phoenix_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's one-line Phoenix command: ``confessional report --send URL FILE``."""
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert f"confessional report --send http://127.0.0.1:6006 {tmp_path}" in capsys.readouterr().out
+    trace = tmp_path / "trace.otlp.jsonl"
+    confessions, total = read_confession_spans(trace)
+    assert main(["report", str(trace), "--send", phoenix_server.url]) == 0
+    assert f"Sent {total} span(s) to {phoenix_server.url}." in capsys.readouterr().out
+    for confession in confessions:
+        spans = fetch_trace(
+            phoenix_server, confession.trace_id, expected=2, confession_span=confession.name
+        )
+        by_name = {s["name"]: s for s in spans}
+        assert confession.name in by_name
+        assert confession.parent_name in by_name  # the agent span came along, ids intact
