@@ -64,7 +64,7 @@ def default_violation_rule(
     shortcuts: bool = True,
     discrepancies: bool = True,
 ) -> ViolationRule:
-    """The rule of DESIGN.md section 4, with its knobs.
+    """The default violation rule (README, "Three surfaces, one pipeline"), with its knobs.
 
     A violation is: grade <= ``max_failing_grade``; any objective with a label in
     ``labels``; any reported shortcut (if ``shortcuts``); any audit discrepancy (if
