@@ -4,7 +4,7 @@ and a flag on the enclosing agent run.
 The library uses the OpenTelemetry **API** only; the application configures the SDK
 (exporters, processors). Without an SDK every call here is a cheap no-op.
 
-Parent resolution (DESIGN section 8), in order:
+Parent resolution, in order:
 
 1. OpenInference's LangChain ``get_current_span()``: its instrumentor keeps spans per
    LangChain run and never makes them the current OTel span, so the OTel context alone
