@@ -49,35 +49,41 @@ def run_sync(awaitable: Awaitable[_T]) -> _T:
 _E = TypeVar("_E")
 
 
+def _advance(
+    steps: Generator[_E, Any, _T], result: Any, failure: BaseException | None
+) -> tuple[bool, Any]:
+    """Send the last result (or throw the last failure) in; ``(done, request or value)``."""
+    try:
+        return False, steps.send(result) if failure is None else steps.throw(failure)
+    except StopIteration as done:
+        return True, done.value
+
+
 def drive(steps: Generator[_E, Any, _T], perform: Callable[[_E], Any]) -> _T:
     """Run a sans-IO step sequence: each yielded request is performed and sent back.
 
     An exception from ``perform`` is thrown into the steps, so their ``with`` blocks and
     ``finally`` clauses see it, then propagates.
     """
-    result: Any = None
-    failure: BaseException | None = None
+    outcome: tuple[Any, BaseException | None] = (None, None)
     while True:
+        done, value = _advance(steps, *outcome)
+        if done:
+            return value  # type: ignore[no-any-return]
         try:
-            request = steps.send(result) if failure is None else steps.throw(failure)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            result, failure = perform(request), None
+            outcome = (perform(value), None)
         except BaseException as exc:
-            result, failure = None, exc
+            outcome = (None, exc)
 
 
 async def adrive(steps: Generator[_E, Any, _T], perform: Callable[[_E], Awaitable[Any]]) -> _T:
     """Async :func:`drive`: ``perform`` returns an awaitable."""
-    result: Any = None
-    failure: BaseException | None = None
+    outcome: tuple[Any, BaseException | None] = (None, None)
     while True:
+        done, value = _advance(steps, *outcome)
+        if done:
+            return value  # type: ignore[no-any-return]
         try:
-            request = steps.send(result) if failure is None else steps.throw(failure)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            result, failure = await perform(request), None
+            outcome = (await perform(value), None)
         except BaseException as exc:
-            result, failure = None, exc
+            outcome = (None, exc)

@@ -8,9 +8,12 @@ appends the result to ``state["confessions"]`` and routes with ``Command(goto=..
 - ``end``: to ``END``, downstream nodes do not run, and the flagged final answer is
   replaced in ``messages`` by a notice (the original goes to ``confession_withheld``);
 - ``interrupt``: ``langgraph.types.interrupt`` with the report as payload (needs a
-  checkpointer). Resume with ``Command(resume="approve")`` or ``"reject"`` (also
-  ``{"action": "approve"}``): approve continues to ``next``; reject ends as ``end`` does,
-  or raises when ``policy.reject_action="error"``;
+  checkpointer). The payload is a LangChain ``HITLRequest`` (see
+  :func:`confessional.control.review_payload`). Resume with the HITL response
+  (``{"decisions": [{"type": "approve"}]}``, ``reject`` with a ``message``, ``edit`` with
+  a replacement answer) or ``"approve"`` / ``"reject"``: approve continues to ``next``,
+  edit continues with the replacement; reject ends as ``end`` does, or raises when
+  ``policy.reject_action="error"``. :mod:`confessional.review` lists and resumes them;
 - ``error``: raises :class:`~confessional.ConfessionHalted`.
 
 The node re-executes from its start when a graph resumes. The confession is therefore run
@@ -132,10 +135,13 @@ class _ConfessionNode:
         messages = request.messages
         last = messages[-1] if isinstance(messages, list) and messages else None
         answer = last if isinstance(last, AIMessage) and not last.tool_calls else None
-        resolution = resolve(self.pipeline.policy, confession, answer)
+        resolution = resolve(
+            self.pipeline.policy, confession, answer, telemetry=self.pipeline.options.telemetry
+        )
         if resolution.action == "proceed":
-            if answer is not None and resolution.answer(answer) is not answer:
+            if answer is not None and resolution.edited:  # deliver the reviewer's version
                 update[self.messages_key] = [resolution.answer(answer)]
+                update["confession_withheld"] = [answer]
             return Command(update=update, goto=self.next_node)
         if self.withhold and answer is not None:
             notice = resolution.notice(confession, answer.id)
@@ -186,13 +192,9 @@ def confession_node(
         The state needs a ``confessions`` key with an adding reducer (see
         :class:`ConfessionState`).
     """
-    if model is not None:
-        settings["model"] = model
-    resolved = ConfessionOptions.merge(options, settings)
-    if not resolved.has_model:
-        raise ConfigurationError(
-            "confession_node needs a model: pass model= or confessor=Confessor(model)"
-        )
+    resolved = ConfessionOptions.merge(
+        options, settings, model=model, required_by="confession_node"
+    )
     if not messages_key:
         raise ConfigurationError("messages_key must be a non-empty state key")
     node = _ConfessionNode(

@@ -9,6 +9,7 @@ All validation happens here, once, at construction.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,15 @@ class ConfessionOptions:
             are network-bound, and more would compete with the agent for rate limits.
         max_pending: background confessions queued or running before new ones wait
             (back-pressure instead of silently dropping work). Default 1000.
+        flush_timeout_s: at shutdown (exit, SIGTERM, SIGINT), the total wait for pending
+            background confessions; the rest is spooled, not dropped. Default 5 s: half
+            of the 10 s ``docker stop`` grace period, leaving the application time for its
+            own shutdown. See :mod:`confessional.background`.
+        spool: the file where background confessions still pending at shutdown are
+            written, for ``confessional drain SPOOL``. Default ``None``:
+            ``$CONFESSIONAL_SPOOL``, else ``$XDG_STATE_HOME/confessional/spool.jsonl``
+            (``~/.local/state/...``), state that outlives the process. See
+            :mod:`confessional.spool`.
     """
 
     model: BaseChatModel | str | None = None
@@ -74,6 +84,8 @@ class ConfessionOptions:
     background: bool = False
     max_concurrency: int = 4
     max_pending: int = 1000
+    flush_timeout_s: float = 5.0
+    spool: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         _expect("auditor", self.auditor, Auditor)
@@ -102,6 +114,18 @@ class ConfessionOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            isinstance(self.flush_timeout_s, bool)
+            or not isinstance(self.flush_timeout_s, int | float)
+            or self.flush_timeout_s < 0
+        ):
+            raise ConfigurationError(
+                f"flush_timeout_s must be a number of seconds >= 0, got {self.flush_timeout_s!r}"
+            )
+        if self.spool is not None and not isinstance(self.spool, str | os.PathLike):
+            raise ConfigurationError(
+                f"spool must be a file path or None, got {type(self.spool).__name__}"
+            )
         if self.background and self.policy.halts:
             raise ConfigurationError(
                 "background=True cannot halt a run "
@@ -111,9 +135,33 @@ class ConfessionOptions:
 
     @classmethod
     def merge(
+        cls,
+        options: ConfessionOptions | None,
+        settings: Mapping[str, Any],
+        *,
+        model: Any = None,
+        required_by: str | None = None,
+    ) -> ConfessionOptions:
+        """``options`` (default: all defaults) with ``settings`` given as keywords on top.
+
+        ``model`` is a surface's positional model argument, a shorthand for the ``model``
+        setting. ``required_by`` names a surface that cannot see the agent's model (a graph
+        node, a callback handler), so a missing confessing model is a configuration error.
+        """
+        if model is not None:
+            settings = {**settings, "model": model}
+        resolved = cls._merge(options, settings)
+        if required_by is not None and not resolved.has_model:
+            raise ConfigurationError(
+                f"{required_by} needs a model (it cannot see the agent's own): pass model= "
+                "or confessor=Confessor(model)"
+            )
+        return resolved
+
+    @classmethod
+    def _merge(
         cls, options: ConfessionOptions | None, settings: Mapping[str, Any]
     ) -> ConfessionOptions:
-        """``options`` (default: all defaults) with ``settings`` given as keywords on top."""
         base = options if options is not None else None
         if base is not None and not isinstance(base, ConfessionOptions):
             raise ConfigurationError(

@@ -26,7 +26,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from confessional.confession import Action, Confession
-from confessional.errors import ConfessionHalted, ConfigurationError
+from confessional.errors import ConfessionHalted
 from confessional.langchain._recorder import RunRecorder
 from confessional.options import ConfessionOptions
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
@@ -48,14 +48,9 @@ class _RecordingHandler(BaseCallbackHandler):
         max_history: int = 1000,
         **settings: Any,
     ) -> None:
-        if model is not None:
-            settings["model"] = model
-        resolved = ConfessionOptions.merge(options, settings)
-        if not resolved.has_model:
-            raise ConfigurationError(
-                "a callback handler cannot see the agent's model object: pass model= or "
-                "confessor=Confessor(model)"
-            )
+        resolved = ConfessionOptions.merge(
+            options, settings, model=model, required_by=type(self).__name__
+        )
         self.pipeline = ConfessionPipeline(resolved)
         self._recorder = RunRecorder(max_history=max_history)
         # Only a deliberate halt should reach the caller; other handler errors are logged.

@@ -23,6 +23,10 @@ review        a notice stands in and the run        the run pauses before the mo
 raise         :class:`~confessional.ConfessionHalted`
 ============  ====================================  ==========================================
 
+A review pause's value is a LangChain ``HITLRequest`` and it resumes with the HITL
+response (approve, reject with a message, edit with a replacement answer) or
+``"approve"`` / ``"reject"``; :mod:`confessional.review` lists and resumes paused runs.
+
 Nothing jumps from ``after_agent``, which loops in LangChain 1.x: a notice has no tool
 calls, so the agent loop ends by its own routing. The ``after_model`` hook (one graph step
 per model call) exists only when the policy can pause a ``turn``.
@@ -70,6 +74,7 @@ from confessional.errors import ConfigurationError
 from confessional.options import ConfessionOptions
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
 from confessional.policy import ConfessionPolicy
+from confessional.telemetry import ConfessionTelemetry
 
 __all__ = ["ConfessionAgentState", "ConfessionMiddleware", "Trigger"]
 
@@ -143,9 +148,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
                 f"trigger={trigger!r} is not valid; choose one of: "
                 + ", ".join(map(repr, get_args(Trigger)))
             )
-        if model is not None:
-            settings["model"] = model
-        self.pipeline = ConfessionPipeline(options, **settings)
+        self.pipeline = ConfessionPipeline(ConfessionOptions.merge(options, settings, model=model))
         self.trigger: Trigger = trigger
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         if trigger == "turn" and self.policy.on_violation == "interrupt":
@@ -160,6 +163,11 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
     @property
     def policy(self) -> ConfessionPolicy:
         return self.pipeline.policy
+
+    @property
+    def _telemetry(self) -> ConfessionTelemetry:
+        # Decides whether a review's description may quote the report.
+        return self.pipeline.options.telemetry
 
     def _request(
         self, request: ModelRequest[Any], answer: list[BaseMessage] | None = None
@@ -193,7 +201,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             if confession.status == "skipped":
                 unconfessed: ModelResponse[Any] = yield _CALL_MODEL
                 return unconfessed
-            resolution = resolve(self.policy, confession)
+            resolution = resolve(self.policy, confession, telemetry=self._telemetry)
             if resolution.action == "withhold":
                 notice = resolution.notice(confession, None)
                 return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
@@ -274,11 +282,14 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
         if confession is None:  # state edited by hand: nothing to review against
             return {"confession_pending": None}
         answer: AIMessage = pending["answer"]
-        resolution = resolve(self.policy, confession, answer)
+        resolution = resolve(self.policy, confession, answer, telemetry=self._telemetry)
         message_id = pending["message_id"]
         if resolution.action == "proceed":
             restored = resolution.answer(answer).model_copy(update={"id": message_id})
-            return {"messages": [restored], "confession_pending": None}
+            delivered: dict[str, Any] = {"messages": [restored], "confession_pending": None}
+            if resolution.edited:  # the reviewer's replacement went out; keep the original
+                delivered["confession_withheld"] = [answer]
+            return delivered
         return {
             "messages": [resolution.notice(confession, message_id)],
             "confession_withheld": [answer],
