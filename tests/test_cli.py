@@ -214,3 +214,17 @@ def test_demo_plain_output_without_rich(tmp_path: Path) -> None:
     assert "━" not in out  # no rich box drawing: the plain fallback was used
     for word in ("PASSED", "HALTED", "FLAGGED", "objective", "not_complied_claimed_compliance"):
         assert word in out
+
+
+def test_demo_says_when_phoenix_did_not_receive_the_spans(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    buffer = io.StringIO()
+    assert run_demo(out_dir=tmp_path, phoenix=dead, printer=Printer(buffer, plain=True)) == 0
+    out = buffer.getvalue()
+    assert f"Phoenix at {dead}: 6 span(s) NOT delivered" in out
+    assert "Also sent" not in out
+    assert (tmp_path / "trace.otlp.jsonl").stat().st_size > 0  # the file is still complete
