@@ -132,3 +132,156 @@ def test_openai_string_arguments_and_developer_role() -> None:
 def test_unknown_role_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown role 'robot'"):
         to_messages([{"role": "robot", "content": "beep"}])
+
+
+# --- pairing without ids ---------------------------------------------------------------------
+
+
+def _assistant(*calls: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": {}}}
+            for i, n in calls
+        ],
+    }
+
+
+def test_calls_without_ids_pair_first_in_first_out_and_keep_empty_ids() -> None:
+    episode = extract_episode(
+        [
+            {"role": "user", "content": "go"},
+            _assistant(("", "read_a"), ("", "read_b")),
+            {"role": "tool", "tool_call_id": "", "content": "A"},
+            {"role": "tool", "tool_call_id": "", "content": "B"},
+            _assistant(("", "read_c")),
+            {"role": "tool", "content": "C"},
+            {"role": "assistant", "content": "done"},
+        ]
+    )
+    assert [(c.name, c.result) for c in episode.tool_calls] == [
+        ("read_a", "A"),
+        ("read_b", "B"),
+        ("read_c", "C"),
+    ]
+    assert [c.id for c in episode.tool_calls] == ["", "", ""]  # never invented
+    assert [c.evidence for c in episode.tool_calls] == ["call:0", "call:1", "call:2"]
+
+
+def test_ids_pair_by_id_when_present_even_out_of_order() -> None:
+    episode = extract_episode(
+        [
+            {"role": "user", "content": "go"},
+            _assistant(("x", "read_a"), ("y", "read_b")),
+            {"role": "tool", "tool_call_id": "y", "content": "B"},
+            {"role": "tool", "tool_call_id": "x", "content": "A"},
+        ]
+    )
+    assert [(c.name, c.result) for c in episode.tool_calls] == [("read_a", "A"), ("read_b", "B")]
+
+
+def test_unanswered_call_does_not_take_a_later_reply() -> None:
+    episode = extract_episode(
+        [
+            {"role": "user", "content": "go"},
+            _assistant(("x", "read_a")),
+            _assistant(("y", "read_b")),
+            {"role": "tool", "tool_call_id": "y", "content": "B"},
+        ]
+    )
+    assert [c.result for c in episode.tool_calls] == [None, "B"]
+
+
+# --- scope ---------------------------------------------------------------------------------
+
+
+def test_prompt_repeated_after_each_tool_reply_is_not_a_new_task() -> None:
+    prompt = {"role": "user", "content": "Pay the bill."}
+    episode = extract_episode(
+        [
+            prompt,
+            _assistant(("1", "read_inbox")),
+            {"role": "tool", "tool_call_id": "1", "content": "bill"},
+            prompt,
+            _assistant(("2", "send_money")),
+            {"role": "tool", "tool_call_id": "2", "content": "sent"},
+            {"role": "user", "content": "  pay the BILL. "},
+            {"role": "assistant", "content": "Paid."},
+        ]
+    )
+    assert episode.start == 0
+    assert [c.name for c in episode.tool_calls] == ["read_inbox", "send_money"]
+
+
+def test_repeated_prompt_while_the_task_is_open_is_not_a_new_task() -> None:
+    episode = extract_episode(
+        [
+            ("user", "Pay the bill."),
+            _assistant(("1", "read_inbox")),
+            ("user", "Pay the bill."),  # no tool reply in between: a plain repeat
+            _assistant(("2", "send_money")),
+        ]
+    )
+    assert episode.start == 0
+    assert len(episode.tool_calls) == 2
+
+
+def test_new_message_after_an_answer_starts_a_new_task() -> None:
+    base: list[Any] = [
+        ("user", "Pay the bill."),
+        _assistant(("1", "send_money")),
+        {"role": "tool", "tool_call_id": "1", "content": "sent"},
+        ("ai", "Paid."),
+    ]
+    for follow_up in ("Now email Bob.", "Pay the bill."):  # a repeat after an answer too
+        episode = extract_episode([*base, ("user", follow_up), _assistant(("2", "send_email"))])
+        assert episode.start == 4
+        assert [c.name for c in episode.tool_calls] == ["send_email"]
+
+
+def test_user_message_between_a_reply_and_the_next_call_is_an_interjection() -> None:
+    episode = extract_episode(
+        [
+            ("user", "Pay the bill."),
+            _assistant(("1", "read_inbox")),
+            {"role": "tool", "tool_call_id": "1", "content": "bill"},
+            ("user", "Hurry please."),
+            _assistant(("2", "send_money")),
+        ]
+    )
+    assert episode.start == 0
+    assert [c.name for c in episode.tool_calls] == [
+        "read_inbox",
+        "send_money",
+    ]
+
+
+# --- message forms -------------------------------------------------------------------------
+
+
+def test_every_langchain_message_form_and_openai_dicts_are_accepted() -> None:
+    episode = extract_episode(
+        [
+            ("system", "be honest"),
+            "fix it",  # a bare string is a human message
+            {"type": "ai", "content": "", "tool_calls": [{"id": "1", "name": "f", "args": {}}]},
+            {"role": "tool", "tool_call_id": "1", "content": "ok"},
+            ["assistant", "fixed"],
+        ]
+    )
+    assert [i.source for i in episode.instructions] == ["system", "user"]
+    assert [(c.name, c.result) for c in episode.tool_calls] == [("f", "ok")]
+    assert episode.final_answer == "fixed"
+    assert extract_episode([("user", "fix")]).instructions[0].text == "fix"
+
+
+def test_bad_message_forms_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="message 1: a message tuple must be"):
+        to_messages([("user", "a"), ("user", "b", "c")])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="message 0: a message dict needs a 'role'"):
+        to_messages([{"content": "x"}])
+    with pytest.raises(TypeError, match="message 0: expected a LangChain message"):
+        to_messages([42])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not a single message"):
+        to_messages("hello")  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
-"""Episodes: the latest tool-using turn of a conversation, and what governed it.
+"""Episodes: the latest task of a conversation, and what governed it.
 
-An episode runs from the last human message to the final answer. It records the
-instructions in force, every tool call with its result, and the answer. Input can be
-LangChain messages or OpenAI-format message dicts (as logged by most agent frameworks).
+An episode runs from the user message that gave the current task to the final answer.
+It records the instructions in force, every tool call with its reply, and the answer.
+Input can be LangChain messages, OpenAI-format message dicts (as logged by most agent
+frameworks) or any other form LangChain's ``convert_to_messages`` accepts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    convert_to_messages,
+    messages_from_dict,
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -31,11 +34,14 @@ __all__ = [
     "ToolDefinition",
     "extract_episode",
     "message_text",
+    "task_start",
     "to_messages",
 ]
 
-MessageLike = BaseMessage | Mapping[str, Any]
-"""A LangChain message or an OpenAI-format chat message dict."""
+MessageLike = BaseMessage | Mapping[str, Any] | tuple[str, Any] | list[Any] | str
+"""A LangChain message, an OpenAI-format chat message dict, or another form LangChain's
+``convert_to_messages`` accepts: a ``(role, content)`` tuple, a bare string (a human
+message) or a ``type``-keyed message dict."""
 
 InstructionSource = Literal["system", "developer", "user", "tool_definition"]
 
@@ -59,9 +65,10 @@ class ToolDefinition:
 
 @dataclass(frozen=True)
 class ToolCallRecord:
-    """One tool call of the episode, paired with its result."""
+    """One tool call of the episode, paired with its reply."""
 
     id: str
+    """The call's id as the model gave it; ``""`` when it had none (never invented)."""
     name: str
     args: Mapping[str, Any]
     result: str | None
@@ -70,15 +77,36 @@ class ToolCallRecord:
     """The tool reported an error (``ToolMessage.status == "error"`` or an error field)."""
     round: int
     """Index of the model response that issued it; parallel calls share a round."""
+    message_index: int = -1
+    """Index in :attr:`Episode.messages` of the model response that issued the call."""
+    reply_index: int | None = None
+    """Index in :attr:`Episode.messages` of the paired reply, ``None`` if unanswered."""
+    position: int = -1
+    """Index of this call in :attr:`Episode.tool_calls`."""
+
+    @property
+    def evidence(self) -> str:
+        """How findings name the call: its id, else ``call:<position>`` (display only)."""
+        return self.id or f"call:{self.position}"
 
 
 @dataclass(frozen=True)
 class Episode:
-    """The latest turn of a conversation: everything after the last human message.
+    """The current task of a conversation: every tool call since the task was given.
 
     ``messages`` is the whole conversation exactly as given (the confession request
     reuses it verbatim, so provider prompt caches hit); ``start`` is the index of the
-    turn's human message.
+    user message that gave the task.
+
+    Scope rule: a user message starts a new task unless it
+
+    - sits between a tool reply and the next model response (an interjection, or a
+      defence that re-sends the prompt between tool rounds), or
+    - repeats, after folding case and whitespace, a user message of the current task
+      while that task is still open (no final answer yet).
+
+    A repeated prompt after a final answer is a new task: the user asked again. With no
+    user message at all, the episode starts at message 0.
     """
 
     messages: tuple[BaseMessage, ...]
@@ -90,7 +118,7 @@ class Episode:
 
     @property
     def turn(self) -> tuple[BaseMessage, ...]:
-        """Messages of this turn, from the human message on."""
+        """Messages of this task, from the user message that gave it on."""
         return self.messages[self.start :]
 
     @property
@@ -99,7 +127,7 @@ class Episode:
 
     @property
     def rounds(self) -> int:
-        """Number of model responses in the turn that called tools."""
+        """Number of model responses in the task that called tools."""
         return len({c.round for c in self.tool_calls})
 
 
@@ -131,21 +159,33 @@ def _content_of(raw: Any) -> str | list[str | dict[Any, Any]]:
     return json.dumps(raw, default=str)
 
 
-def _tool_call_from_openai(raw: Mapping[str, Any], index: int) -> dict[str, Any]:
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw, strict=False) if raw.strip() else {}
+        except json.JSONDecodeError:
+            return {"__raw_arguments__": raw}
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        return {"__value__": raw}
+    return dict(raw)
+
+
+def _optional_id(raw: Any) -> str | None:
+    """An id as given: ``None`` stays ``None``, anything else becomes text. Never invented."""
+    return None if raw is None else str(raw)
+
+
+def _tool_call_from_openai(raw: Any, index: int) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"message {index}: a tool call must be a dict, got {type(raw).__name__}")
     function = raw.get("function") if isinstance(raw.get("function"), Mapping) else raw
     assert isinstance(function, Mapping)
-    arguments: Any = function.get("arguments", function.get("args", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError:
-            arguments = {"__raw_arguments__": arguments}
-    if not isinstance(arguments, Mapping):
-        arguments = {"__value__": arguments}
     return {
-        "id": str(raw.get("id") or f"call_{index}"),
-        "name": str(function.get("name", "")),
-        "args": dict(arguments),
+        "id": _optional_id(raw.get("id")),
+        "name": str(function.get("name") or ""),
+        "args": _arguments(function.get("arguments", function.get("args"))),
         "type": "tool_call",
     }
 
@@ -153,21 +193,31 @@ def _tool_call_from_openai(raw: Mapping[str, Any], index: int) -> dict[str, Any]
 def _from_openai_dict(raw: Mapping[str, Any], index: int) -> BaseMessage:
     role = raw.get("role")
     content = _content_of(raw.get("content"))
+    name = raw.get("name") if isinstance(raw.get("name"), str) else None
+    named: dict[str, Any] = {"name": name} if name else {}
     if role == "system":
-        return SystemMessage(content=content)
+        return SystemMessage(content=content, **named)
     if role == "developer":
-        return SystemMessage(content=content, additional_kwargs={"__openai_role__": "developer"})
+        return SystemMessage(
+            content=content, additional_kwargs={"__openai_role__": "developer"}, **named
+        )
     if role in ("user", "human"):
-        return HumanMessage(content=content)
+        return HumanMessage(content=content, **named)
     if role in ("assistant", "ai"):
-        calls = [_tool_call_from_openai(c, i) for i, c in enumerate(raw.get("tool_calls") or [])]
-        return AIMessage(content=content, tool_calls=calls)
+        raw_calls = raw.get("tool_calls") or []
+        if not isinstance(raw_calls, Sequence) or isinstance(raw_calls, str):
+            raise ValueError(f"message {index}: tool_calls must be a list")
+        calls = [_tool_call_from_openai(c, index) for c in raw_calls]
+        legacy = raw.get("function_call")  # the pre-tools OpenAI functions API
+        if isinstance(legacy, Mapping):
+            calls.append(_tool_call_from_openai({"function": legacy}, index))
+        return AIMessage(content=content, tool_calls=calls, **named)
     if role in ("tool", "function"):
         error = raw.get("error")
         return ToolMessage(
             content=content,
-            tool_call_id=str(raw.get("tool_call_id") or f"call_{index}"),
-            name=raw.get("name"),
+            tool_call_id=str(raw.get("tool_call_id") or ""),
+            name=name,
             status="error" if error else "success",
             additional_kwargs={"error": error} if error else {},
         )
@@ -177,22 +227,59 @@ def _from_openai_dict(raw: Mapping[str, Any], index: int) -> BaseMessage:
     )
 
 
-def to_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
-    """Convert a mix of LangChain messages and OpenAI-format dicts to LangChain messages.
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
-    LangChain messages are passed through unchanged (same objects), so a request built
-    from them stays byte-identical to what the agent sent.
+
+def _from_langchain_form(message: Any, index: int) -> BaseMessage:
+    """Tuples, strings and ``type``-keyed dicts, converted as LangChain converts them."""
+    try:
+        if isinstance(message, Mapping) and "data" in message and "type" in message:
+            return messages_from_dict([dict(message)])[0]
+        item = dict(message) if isinstance(message, Mapping) else message
+        return convert_to_messages([item])[0]
+    except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise ValueError(f"message {index}: {_first_line(exc)}") from exc
+
+
+def to_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
+    """Convert message-like values to LangChain messages.
+
+    Accepted: LangChain messages (returned as the very same objects, so a request built
+    from them stays identical to what the agent sent); OpenAI-format dicts (``role``,
+    ``tool_calls`` whose ``function.arguments`` is a JSON string or a dict,
+    ``tool_call_id``, the ``developer`` role, ``null`` content); and every other form
+    :func:`langchain_core.messages.convert_to_messages` accepts: ``(role, content)``
+    tuples, bare strings (human messages), ``type``-keyed dicts and serialised
+    messages. Raises ``TypeError`` or ``ValueError`` naming the index of a bad message.
     """
+    if isinstance(messages, (str, Mapping, BaseMessage)):
+        raise TypeError("messages must be a list of messages, not a single message")
     converted: list[BaseMessage] = []
     for index, message in enumerate(messages):
         if isinstance(message, BaseMessage):
             converted.append(message)
-        elif isinstance(message, Mapping):
+        elif isinstance(message, Mapping) and "role" in message:
             converted.append(_from_openai_dict(message, index))
+        elif isinstance(message, Mapping):
+            if "type" not in message and "lc" not in message:
+                raise ValueError(
+                    f"message {index}: a message dict needs a 'role' (OpenAI format) or a "
+                    f"'type' (LangChain format); got keys {sorted(map(str, message))}"
+                )
+            converted.append(_from_langchain_form(message, index))
+        elif isinstance(message, str) or (isinstance(message, (tuple, list)) and len(message) == 2):
+            converted.append(_from_langchain_form(message, index))
+        elif isinstance(message, (tuple, list)):
+            raise ValueError(
+                f"message {index}: a message tuple must be (role, content), "
+                f"got {len(message)} items"
+            )
         else:
             raise TypeError(
-                f"message {index}: expected a LangChain message or an OpenAI-format dict, "
-                f"got {type(message).__name__}"
+                f"message {index}: expected a LangChain message, an OpenAI-format dict, "
+                f"a (role, content) tuple or a string, got {type(message).__name__}"
             )
     return converted
 
@@ -216,23 +303,120 @@ def _is_error(message: ToolMessage) -> bool:
     return message.status == "error" or bool(message.additional_kwargs.get("error"))
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def task_start(messages: Sequence[BaseMessage]) -> int:
+    """Index of the user message that gave the current task (see :class:`Episode`)."""
+    start = 0
+    found = False
+    prompts: set[str] = set()
+    answered = False
+    after_tool_reply = False
+    for index, message in enumerate(messages):
+        if isinstance(message, HumanMessage):
+            text = _folded(message_text(message))
+            repeated = text in prompts and not answered
+            if found and (after_tool_reply or repeated):
+                prompts.add(text)
+                continue
+            start, found, prompts, answered = index, True, {text}, False
+        elif isinstance(message, AIMessage):
+            after_tool_reply = False
+            if not (message.tool_calls or message.invalid_tool_calls):
+                answered = True
+        elif isinstance(message, ToolMessage):
+            after_tool_reply = True
+    return start
+
+
+@dataclass
+class _PendingCall:
+    id: str
+    name: str
+    args: dict[str, Any]
+    message_index: int
+    round: int
+    result: str | None = None
+    error: bool = False
+    reply_index: int | None = None
+
+
+def _calls_of(message: AIMessage) -> list[tuple[str, str, dict[str, Any]]]:
+    calls = [
+        (str(c.get("id") or ""), str(c.get("name") or ""), dict(c.get("args") or {}))
+        for c in message.tool_calls
+    ]
+    # Calls whose arguments did not parse are still calls: their replies must not be
+    # paired with the next call.
+    calls.extend(
+        (str(c.get("id") or ""), str(c.get("name") or ""), {"__raw_arguments__": c.get("args")})
+        for c in message.invalid_tool_calls
+    )
+    return calls
+
+
+def _take_pending(pending: list[_PendingCall], reply: ToolMessage) -> _PendingCall | None:
+    """The call a reply answers: the oldest unanswered call with its id; without a
+    matching id, first in first out (calls without an id first, same tool name first)."""
+    if not pending:
+        return None
+    reply_id = str(reply.tool_call_id or "")
+    if reply_id:
+        for position, call in enumerate(pending):
+            if call.id == reply_id:
+                return pending.pop(position)
+    pool = [i for i, c in enumerate(pending) if not c.id] or list(range(len(pending)))
+    if reply.name:
+        same_name = [i for i in pool if pending[i].name == reply.name]
+        pool = same_name or pool
+    return pending.pop(pool[0])
+
+
+def _paired_calls(messages: Sequence[BaseMessage], start: int) -> list[_PendingCall]:
+    pending: list[_PendingCall] = []
+    calls: list[_PendingCall] = []
+    round_index = 0
+    for index, message in enumerate(messages):
+        if isinstance(message, AIMessage):
+            issued = _calls_of(message)
+            if not issued:
+                continue
+            for call_id, name, args in issued:
+                call = _PendingCall(call_id, name, args, index, round_index)
+                pending.append(call)
+                if index >= start:
+                    calls.append(call)
+            if index >= start:
+                round_index += 1
+        elif isinstance(message, ToolMessage):
+            answered = _take_pending(pending, message)
+            if answered is not None:
+                answered.result = message_text(message)
+                answered.error = _is_error(message)
+                answered.reply_index = index
+    return calls
+
+
 def extract_episode(
     messages: Sequence[MessageLike],
     *,
     tools: Sequence[BaseTool | Mapping[str, Any] | ToolDefinition | Any] | None = None,
 ) -> Episode:
-    """Find the latest turn of ``messages`` and collect what governed it.
+    """Find the current task of ``messages`` and collect what governed it.
+
+    The task starts at the user message :func:`task_start` finds (the scope rule is in
+    :class:`Episode`). Calls pair with replies by id when the id is present and matches
+    an unanswered call, else first in first out with the oldest unanswered call; ids are
+    never invented.
 
     Instructions are every system/developer message and every human message of the
     conversation (earlier user turns can still bind the answer), plus the tool
     definitions when ``tools`` is given.
     """
     converted = to_messages(messages)
-    start = 0
-    for index in range(len(converted) - 1, -1, -1):
-        if isinstance(converted[index], HumanMessage):
-            start = index
-            break
+    start = task_start(converted)
 
     instructions: list[Instruction] = []
     for message in converted:
@@ -255,42 +439,33 @@ def extract_episode(
                 Instruction("tool_definition", f"{definition.name}: {definition.description}")
             )
 
-    # Pair each call with the first later reply carrying its id: real logs reuse ids.
-    pending: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
+    calls = tuple(
+        ToolCallRecord(
+            id=call.id,
+            name=call.name,
+            args=call.args,
+            result=call.result,
+            error=call.error,
+            round=call.round,
+            message_index=call.message_index,
+            reply_index=call.reply_index,
+            position=position,
+        )
+        for position, call in enumerate(_paired_calls(converted, start))
+    )
     final_answer: str | None = None
-    round_index = 0
     for message in converted[start:]:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            for call in message.tool_calls:
-                record = {
-                    "id": str(call.get("id") or ""),
-                    "name": call["name"],
-                    "args": dict(call.get("args") or {}),
-                    "result": None,
-                    "error": False,
-                    "round": round_index,
-                }
-                pending.append(record)
-                records.append(record)
-            round_index += 1
-            final_answer = None
-        elif isinstance(message, AIMessage):
-            final_answer = message_text(message)
-        elif isinstance(message, ToolMessage):
-            for position, record in enumerate(pending):
-                if record["id"] == message.tool_call_id:
-                    record["result"] = message_text(message)
-                    record["error"] = _is_error(message)
-                    del pending[position]
-                    break
-    calls = [ToolCallRecord(**record) for record in records]
+        if isinstance(message, AIMessage):
+            if message.tool_calls or message.invalid_tool_calls:
+                final_answer = None
+            else:
+                final_answer = message_text(message)
 
     return Episode(
         messages=tuple(converted),
         start=start,
         instructions=tuple(instructions),
-        tool_calls=tuple(calls),
+        tool_calls=calls,
         final_answer=final_answer,
         tools=definitions,
     )

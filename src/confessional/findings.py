@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "BUILTIN_FINDING_KINDS",
+    "CALIBRATOR_DISAGREES",
     "CHECK_FAILED",
     "EXPOSURE_UNRESOLVED",
     "FORBIDDEN_TOOL",
@@ -46,6 +47,8 @@ FORBIDDEN_TOOL: Final = "forbidden_tool"
 """A tool the configuration forbids was called."""
 MISSING_REQUIRED_TOOL: Final = "missing_required_tool"
 """A tool the configuration requires was never called."""
+CALIBRATOR_DISAGREES: Final = "calibrator_disagrees"
+"""An independent report marks not complied an objective the confession marks complied."""
 CHECK_FAILED: Final = "check_failed"
 """A check raised; it was skipped (low severity, so never a discrepancy by default)."""
 
@@ -59,6 +62,7 @@ BUILTIN_FINDING_KINDS: Final[frozenset[str]] = frozenset(
         UNSOURCED_ARGUMENT,
         FORBIDDEN_TOOL,
         MISSING_REQUIRED_TOOL,
+        CALIBRATOR_DISAGREES,
         CHECK_FAILED,
     }
 )
