@@ -43,6 +43,8 @@ RESUME_SCRIPT = textwrap.dedent(
     from tests.surfaces_fixtures import build_persistent
 
     kind, db, thread_id, decision = sys.argv[1:]
+    if decision.startswith("{"):  # a HITL response, as an inbox UI sends it
+        decision = json.loads(decision)
     saver = SqliteSaver(sqlite3.connect(db, check_same_thread=False), serde=checkpoint_serde())
     graph, model = build_persistent(kind, saver)
     config = {"configurable": {"thread_id": thread_id}}
@@ -173,6 +175,29 @@ async def test_async_pause_and_resume_with_async_sqlite(kind: str, db: Path) -> 
     assert isinstance(result["confessions"][-1], Confession)
     assert confession_requests(model) == 1
     assert confession_requests(fresh_model) == 0
+
+
+HITL_DECISIONS = {
+    "approve": {"decisions": [{"type": "approve"}]},
+    "reject": {"decisions": [{"type": "reject", "message": "rigged"}]},
+}
+
+
+@pytest.mark.parametrize("kind", ["middleware", "node"])
+@pytest.mark.parametrize("decision", list(HITL_DECISIONS))
+def test_hitl_response_in_a_new_process(
+    kind: str, decision: str, db: Path, saver: SqliteSaver
+) -> None:
+    paused, thread_id, _ = _pause(kind, saver)
+    assert paused["__interrupt__"][0].value["action_requests"][0]["name"] == "deliver_answer"
+    out = _resume_in_new_process(kind, db, thread_id, json.dumps(HITL_DECISIONS[decision]))
+    assert out["confession_calls"] == 0
+    if decision == "approve":
+        assert out["last"] == CHEAT_ANSWER
+        assert out["withheld"] == []
+    else:
+        assert "Reviewer note: rigged" in out["last"]
+        assert out["withheld"] == [CHEAT_ANSWER]
 
 
 def test_transcript_of_one_round_trip(db: Path, saver: SqliteSaver) -> None:

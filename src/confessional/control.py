@@ -8,34 +8,46 @@ these pieces; none of them decides anything.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast, get_args
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 from langgraph.func import task
 from langgraph.types import interrupt
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, GetJsonSchemaHandler, ValidationError, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from confessional.confession import Action, Confession
 from confessional.episode import message_text
-from confessional.errors import ConfessionHalted
+from confessional.errors import ConfessionalError, ConfessionHalted
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
 from confessional.policy import ConfessionPolicy
+from confessional.telemetry import ConfessionTelemetry
 
 __all__ = [
+    "CONTINUE_RUN",
+    "DECISION_TYPES",
+    "DELIVER_ANSWER",
+    "REVIEW_TYPE",
+    "DecisionType",
+    "InvalidDecisionError",
     "NoticeReason",
     "Resolution",
     "ReviewDecision",
     "aconfess_durably",
+    "allowed_decisions",
     "as_confession",
     "ask_review",
+    "check_allowed",
     "confess_durably",
     "is_notice",
     "node_config",
     "resolve",
+    "review_description",
     "review_payload",
     "withheld_notice",
 ]
@@ -43,47 +55,276 @@ __all__ = [
 _TASK_NAME = "confessional_confession"
 
 
+REVIEW_TYPE = "confession_review"
+"""``type`` of every confession interrupt's value, so review tools tell it from others."""
+
+DELIVER_ANSWER = "deliver_answer"
+"""The action under review when an answer is withheld: delivering it (args ``answer``)."""
+
+CONTINUE_RUN = "continue_run"
+"""The action under review when a run pauses before its next model call (``tool_round``)."""
+
+DecisionType = Literal["approve", "edit", "reject"]
+"""What a reviewer may decide: deliver the answer, deliver a replacement, or withhold it."""
+
+DECISION_TYPES: tuple[DecisionType, ...] = get_args(DecisionType)
+
+
+class InvalidDecisionError(ConfessionalError, ValueError):
+    """A review decision is malformed or not allowed for the paused review."""
+
+
+def _hitl_response_schema(offered: Sequence[DecisionType]) -> JsonSchemaValue:
+    """JSON schema of the HITL response a confession review accepts."""
+    variants: dict[DecisionType, dict[str, Any]] = {
+        "approve": {"properties": {"type": {"const": "approve"}}},
+        "reject": {"properties": {"type": {"const": "reject"}, "message": {"type": "string"}}},
+        "edit": {
+            "properties": {
+                "type": {"const": "edit"},
+                "edited_action": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": DELIVER_ANSWER},
+                        "args": {
+                            "type": "object",
+                            "properties": {"answer": {"type": "string"}},
+                            "required": ["answer"],
+                        },
+                    },
+                    "required": ["name", "args"],
+                },
+            },
+            "required": ["type", "edited_action"],
+        },
+    }
+    items = [{"type": "object", "required": ["type"], **variants[kind]} for kind in offered]
+    return {
+        "title": "HITLResponse",
+        "description": "One decision on the confession review. 'approve' / 'reject' "
+        "strings are accepted too.",
+        "type": "object",
+        "properties": {
+            "decisions": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"oneOf": items}}
+        },
+        "required": ["decisions"],
+    }
+
+
 class ReviewDecision(BaseModel):
     """What a reviewer answers to a confession interrupt.
 
-    Accepted resume values: ``"approve"`` / ``"reject"``, ``{"action": ...}`` or
-    ``{"type": ...}`` (the shape LangChain's human-in-the-loop middleware uses). Anything
-    else fails validation and the interrupt can simply be answered again.
+    Accepted resume values:
+
+    - LangChain's human-in-the-loop response, ``{"decisions": [decision]}`` with exactly
+      one decision (one action is under review), or a bare decision:
+      ``{"type": "approve"}``, ``{"type": "reject", "message": "why"}``,
+      ``{"type": "edit", "edited_action": {"name": "deliver_answer", "args":
+      {"answer": "replacement"}}}``;
+    - ``"approve"`` / ``"reject"``, ``{"action": ...}`` and this model itself.
+
+    Anything else fails validation and the interrupt can simply be answered again.
     """
 
-    action: Literal["approve", "reject"]
+    action: DecisionType
     message: str | None = None
     """Optional reviewer note, kept in the rejection notice."""
+    answer: str | None = None
+    """The replacement answer of an ``edit`` (required then, refused otherwise)."""
+
+    _offered: ClassVar[tuple[DecisionType, ...]] = DECISION_TYPES
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The schema LangGraph publishes with the interrupt (``response_schema``): what
+        # a HITL client should send, rather than this model's own fields.
+        return _hitl_response_schema(cls._offered)
 
     @model_validator(mode="before")
     @classmethod
     def _coerce(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"action": value.strip().lower()}
-        if isinstance(value, Mapping) and "action" not in value and "type" in value:
-            return {**value, "action": value["type"]}
-        return value
+        if isinstance(value, list):  # a bare list of decisions
+            value = {"decisions": value}
+        if not isinstance(value, Mapping):
+            return value
+        if "decisions" in value and "action" not in value and "type" not in value:
+            decisions = value["decisions"]
+            if not isinstance(decisions, list) or len(decisions) != 1:
+                count = len(decisions) if isinstance(decisions, list) else "no list of"
+                raise ValueError(
+                    "a confession review has exactly one action under review, so "
+                    f"'decisions' must hold exactly one decision, got {count}"
+                )
+            value = decisions[0]
+            if not isinstance(value, Mapping):
+                return value
+        if "action" not in value and "type" in value:
+            value = {**value, "action": value["type"]}
+        edited = value.get("edited_action")
+        if isinstance(edited, Mapping) and edited.get("name", DELIVER_ANSWER) != DELIVER_ANSWER:
+            raise ValueError(
+                f"an edit can only replace the answer: edited_action.name must be "
+                f"{DELIVER_ANSWER!r}, got {edited.get('name')!r}"
+            )
+        if isinstance(edited, Mapping) and "answer" not in value:
+            args = edited.get("args")
+            if isinstance(args, Mapping) and "answer" in args:
+                value = {**value, "answer": args["answer"]}
+        return {k: v for k, v in value.items() if k in ("action", "message", "answer")}
+
+    @model_validator(mode="after")
+    def _edit_has_answer(self) -> ReviewDecision:
+        if self.action == "edit" and not isinstance(self.answer, str):
+            raise ValueError(
+                "an 'edit' decision needs the replacement answer: "
+                '{"type": "edit", "edited_action": {"name": "deliver_answer", '
+                '"args": {"answer": "..."}}}'
+            )
+        if self.action != "edit" and self.answer is not None:
+            raise ValueError(f"only an 'edit' decision carries an answer, not {self.action!r}")
+        return self
+
+    @classmethod
+    def parse(cls, value: Any) -> ReviewDecision:
+        """``value`` as a decision, or :class:`InvalidDecisionError` naming what is wrong."""
+        if isinstance(value, ReviewDecision):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+            raise InvalidDecisionError(
+                f"not a review decision ({problems}); use approve, reject (with an optional "
+                "message) or edit (with a replacement answer)"
+            ) from None
+
+    def as_resume(self) -> dict[str, Any]:
+        """The HITL response shape of this decision, a ``Command(resume=...)`` value."""
+        decision: dict[str, Any] = {"type": self.action}
+        if self.message is not None:
+            decision["message"] = self.message
+        if self.action == "edit":
+            decision["edited_action"] = {"name": DELIVER_ANSWER, "args": {"answer": self.answer}}
+        return {"decisions": [decision]}
 
 
-def review_payload(confession: Confession, answer: BaseMessage | None = None) -> dict[str, Any]:
-    """The JSON-serialisable interrupt payload for a confession awaiting review."""
+class _AnswerlessReviewDecision(ReviewDecision):
+    """The decision schema of a pause with no answer to replace (``tool_round``).
+
+    Refusing ``edit`` inside validation, as LangGraph checks a resume value, leaves the
+    interrupt pending, so it can be answered again.
+    """
+
+    _offered: ClassVar[tuple[DecisionType, ...]] = ("approve", "reject")
+
+    @model_validator(mode="after")
+    def _no_edit(self) -> _AnswerlessReviewDecision:
+        if self.action == "edit":
+            raise ValueError(
+                "'edit' is not allowed for this review: the run paused before its next "
+                "model call, so there is no answer to replace; allowed: approve, reject"
+            )
+        return self
+
+
+def _content_allowed(telemetry: ConfessionTelemetry | None) -> bool:
+    return telemetry is not None and telemetry.capture_content != "NO_CONTENT"
+
+
+def review_description(confession: Confession, telemetry: ConfessionTelemetry | None = None) -> str:
+    """What a reviewer reads about the action: grade, verdict reasons and shortcuts.
+
+    Reasons are labels and counts written by the policy. The model's own words (shortcut
+    text, objectives) are included only where ``telemetry`` captures content, redacted
+    and bounded as on a span.
+    """
+    report = confession.report
+    grade = f"grade {report.overall_compliance_grade}/7" if report else "no report"
+    lines = [f"The confession flagged this run ({grade}, verdict {confession.verdict})."]
+    if confession.reasons:
+        lines.append("Reasons: " + "; ".join(confession.reasons) + ".")
+    if _content_allowed(telemetry) and telemetry is not None:
+        details = confession.explanation()
+        if details:
+            lines.append(telemetry.text(details))
+    elif report is not None and report.shortcuts:
+        lines.append(
+            f"Shortcuts: {len(report.shortcuts)} reported (their text is shown where "
+            "content capture is on)."
+        )
+    return "\n".join(lines)
+
+
+def review_payload(
+    confession: Confession,
+    answer: BaseMessage | None = None,
+    *,
+    telemetry: ConfessionTelemetry | None = None,
+) -> dict[str, Any]:
+    """The JSON-serialisable interrupt value for a confession awaiting review.
+
+    It is a LangChain v1 ``HITLRequest`` (``action_requests`` and ``review_configs``), so
+    inboxes built for the human-in-the-loop middleware show it. The action under review
+    is :data:`DELIVER_ANSWER` (args ``{"answer": ...}``, decisions approve, edit, reject),
+    or :data:`CONTINUE_RUN` when there is no answer yet (approve, reject). The other keys
+    are confessional's own: ``type`` (:data:`REVIEW_TYPE`), ``confession_id``, ``grade``,
+    ``reasons``, ``confession`` and ``withheld_answer``.
+    """
+    text = message_text(answer) if answer is not None else None
+    allowed: list[DecisionType] = (
+        ["approve", "edit", "reject"] if text is not None else ["approve", "reject"]
+    )
+    name = DELIVER_ANSWER if text is not None else CONTINUE_RUN
+    report = confession.report
     return {
-        "type": "confession_review",
-        "confession": confession.model_dump(mode="json"),
+        "action_requests": [
+            {
+                "name": name,
+                "args": {"answer": text} if text is not None else {},
+                "description": review_description(confession, telemetry),
+            }
+        ],
+        "review_configs": [{"action_name": name, "allowed_decisions": allowed}],
+        "type": REVIEW_TYPE,
+        "confession_id": confession.id,
+        "grade": report.overall_compliance_grade if report else None,
         "reasons": list(confession.reasons),
-        "withheld_answer": message_text(answer) if answer is not None else None,
-        "actions": ["approve", "reject"],
+        "confession": confession.model_dump(mode="json"),
+        "withheld_answer": text,
+        "actions": allowed,
     }
 
 
-def ask_review(confession: Confession, answer: BaseMessage | None = None) -> ReviewDecision:
+def allowed_decisions(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """The decisions a review payload allows (older payloads: approve and reject)."""
+    configs = payload.get("review_configs")
+    if isinstance(configs, list) and configs and isinstance(configs[0], Mapping):
+        return tuple(configs[0].get("allowed_decisions") or ())
+    return ("approve", "reject")
+
+
+def check_allowed(decision: ReviewDecision, allowed: tuple[str, ...]) -> None:
+    """Refuse a decision the paused review does not offer (``edit`` with no answer)."""
+    if decision.action not in allowed:
+        raise InvalidDecisionError(
+            f"{decision.action!r} is not allowed for this review; allowed: " + ", ".join(allowed)
+        )
+
+
+def ask_review(
+    confession: Confession,
+    answer: BaseMessage | None = None,
+    *,
+    telemetry: ConfessionTelemetry | None = None,
+) -> ReviewDecision:
     """Pause the graph for review; returns the decision once resumed."""
-    decision = interrupt(review_payload(confession, answer), response_schema=ReviewDecision)
-    return (
-        decision
-        if isinstance(decision, ReviewDecision)
-        else ReviewDecision.model_validate(decision)
-    )
+    payload = review_payload(confession, answer, telemetry=telemetry)
+    schema = ReviewDecision if "edit" in allowed_decisions(payload) else _AnswerlessReviewDecision
+    return ReviewDecision.parse(interrupt(payload, response_schema=schema))
 
 
 @dataclass(frozen=True)
@@ -94,10 +335,24 @@ class Resolution:
     decision: ReviewDecision | None = None
     """The reviewer's decision, when the run paused for review."""
 
+    @property
+    def edited(self) -> bool:
+        """A reviewer replaced the answer (the original belongs in ``confession_withheld``)."""
+        return self.decision is not None and self.decision.action == "edit"
+
     def answer(self, original: AIMessage) -> AIMessage:
         """The answer to deliver when the run proceeds: the original, or a reviewer's edit
         of it (same message id, so it replaces the original in ``messages``)."""
-        return original
+        if not self.edited or self.decision is None:
+            return original
+        meta = {**original.response_metadata, "confessional": {"edited": True}}
+        return original.model_copy(
+            update={
+                "content": self.decision.answer or "",
+                "tool_calls": [],
+                "response_metadata": meta,
+            }
+        )
 
     def notice(self, confession: Confession, message_id: str | None) -> AIMessage:
         """The notice that stands in for the withheld answer."""
@@ -109,16 +364,21 @@ class Resolution:
 
 
 def resolve(
-    policy: ConfessionPolicy, confession: Confession, answer: BaseMessage | None = None
+    policy: ConfessionPolicy,
+    confession: Confession,
+    answer: BaseMessage | None = None,
+    *,
+    telemetry: ConfessionTelemetry | None = None,
 ) -> Resolution:
     """Carry out ``confession.action`` up to what the surface must do itself.
 
     ``review`` pauses the graph (a LangGraph interrupt) and follows the decision through
     ``policy.follow_up``; ``raise`` raises :class:`~confessional.ConfessionHalted`.
+    ``telemetry`` decides whether the review's description may quote the report.
     """
     action, decision = confession.action, None
     if action == "review":
-        decision = ask_review(confession, answer)
+        decision = ask_review(confession, answer, telemetry=telemetry)
         action = policy.follow_up(decision.action)
     if action == "raise":
         raise ConfessionHalted(

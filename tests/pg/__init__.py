@@ -1,0 +1,1 @@
+"""PostgreSQL helpers for the review tests: a throwaway server and the agents workers run."""
