@@ -92,10 +92,10 @@ def test_wrap_model_call_leaves_tool_calls_and_plain_chat_alone() -> None:
     assert confession_requests(model) == 0
 
 
-def test_after_model_without_pending_review_does_nothing() -> None:
+def test_review_hook_without_pending_review_does_nothing() -> None:
     middleware = ConfessionMiddleware(policy=ConfessionPolicy(on_violation="interrupt"))
     state: Any = {"messages": [HumanMessage("x"), AIMessage("y")]}
-    assert middleware.after_model(state, None) is None  # type: ignore[arg-type]
+    assert middleware.after_agent(state, None) is None  # type: ignore[arg-type]
 
 
 # -- end to end: each action, sync and async ---------------------------------------

@@ -17,7 +17,7 @@ withhold      a notice replaces the answer, the     the model call is skipped; a
               original is kept in                   the turn
               ``confession_withheld``
 review        a notice stands in and the run        the run pauses before the model call
-              pauses in ``after_model`` (reads
+              pauses in ``after_agent`` (reads
               state only, so a resume repeats
               nothing)
 raise         :class:`~confessional.ConfessionHalted`
@@ -28,8 +28,9 @@ response (approve, reject with a message, edit with a replacement answer) or
 ``"approve"`` / ``"reject"``; :mod:`confessional.review` lists and resumes paused runs.
 
 Nothing jumps from ``after_agent``, which loops in LangChain 1.x: a notice has no tool
-calls, so the agent loop ends by its own routing. The ``after_model`` hook (one graph step
-per model call) exists only when the policy can pause a ``turn``.
+calls, so the agent loop ends by its own routing. The ``after_agent`` hook (one graph step
+per turn) exists only when the policy can pause a ``turn``, so other configurations add no
+graph step at all.
 
 A model's answer is streamed token by token (``stream_mode="messages"``) before it can be
 confessed: ``withhold`` keeps it out of state and the result, not out of a token stream
@@ -152,8 +153,8 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         self.trigger: Trigger = trigger
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         if trigger == "turn" and self.policy.on_violation == "interrupt":
-            # LangChain adds a graph step per model call for every after_model hook it
-            # finds on the class, so only the configuration that pauses a turn has one.
+            # LangChain adds a graph node for every hook it finds on the class, so only
+            # the configuration that pauses a turn has one (once per turn, after_agent).
             self.__class__ = _ReviewingConfessionMiddleware
 
     @property
@@ -260,9 +261,13 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
 
 
 class _ReviewingConfessionMiddleware(ConfessionMiddleware):
-    """The middleware when a turn can pause for review: adds the ``after_model`` pause."""
+    """The middleware when a turn can pause for review: adds the ``after_agent`` pause.
 
-    def after_model(
+    The pause runs once per turn, after the agent loop, instead of after every model call:
+    the answer it reviews is the turn's last message, and the loop has ended by then.
+    """
+
+    def after_agent(
         self, state: ConfessionAgentState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         # Only a turn held for review gets here with work to do. Everything below reads
@@ -296,7 +301,7 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
             "confession_pending": None,
         }
 
-    async def aafter_model(
+    async def aafter_agent(
         self, state: ConfessionAgentState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
-        return self.after_model(state, runtime)
+        return self.after_agent(state, runtime)
