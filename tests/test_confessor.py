@@ -177,9 +177,7 @@ def test_init_chat_model_strings(monkeypatch: pytest.MonkeyPatch) -> None:
     confessor = Confessor("openai:gpt-4.1-mini")
     assert type(confessor.model).__name__ == "ChatOpenAI"
     monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(
-        ConfigurationError, match=r"could not create chat model 'openai:gpt-4\.1-mini'"
-    ):
+    with pytest.raises(ConfigurationError, match="needs an API key: set OPENAI_API_KEY"):
         Confessor("openai:gpt-4.1-mini")
     with pytest.raises(ConfigurationError):
         Confessor("no-such-provider:model")
@@ -188,6 +186,7 @@ def test_init_chat_model_strings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_provider_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "not-used")
     monkeypatch.setitem(sys.modules, "langchain_anthropic", None)  # simulate "not installed"
     with pytest.raises(MissingExtraError, match=r"confessional\[anthropic\]"):
         Confessor("anthropic:claude-sonnet-4-5")
@@ -206,3 +205,129 @@ def test_example_tools_are_fresh() -> None:
     first[1].invoke({"path": "tests/test_speed.py", "content": "timer = 0"})
     assert first[0].invoke({}) == "1 passed"
     assert second[0].invoke({}).startswith("1 failed")
+
+
+class _ReplyError(ScriptedChatModel):
+    """Raises inside the call the way SDK parse helpers do, then answers properly."""
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        from langchain_core.exceptions import OutputParserException
+
+        if len(self.calls) == 0:
+            super()._generate(messages, *args, **kwargs)  # recorded like any call
+            raise OutputParserException("compliance: 'mostly_fine' is not a valid label")
+        return super()._generate(messages, *args, **kwargs)
+
+
+@both
+@pytest.mark.parametrize("output_mode", ["auto", "structured", "text"])
+def test_errors_raised_inside_the_call_are_retried(mode: Mode, output_mode: str) -> None:
+    model = _ReplyError(respond=lambda m, t: json.dumps(SANDBAGGING))
+    confession = _confess(mode, Confessor(model, output_mode=output_mode))  # type: ignore[arg-type]
+    assert confession.status == "ok", confession.error
+    assert len(model.calls) == 2
+    assert "mostly_fine" in str(model.calls[1][-1].content)  # the retry shows the error
+
+
+class _HttpError(Exception):
+    status_code = 400
+
+
+@both
+def test_http_errors_are_not_retried_with_the_error_shown(mode: Mode) -> None:
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> str:
+        raise _HttpError("bad request")
+
+    model = ScriptedChatModel(respond=respond)
+    confession = _confess(mode, Confessor(model, output_mode="text"))
+    assert confession.status == "error"
+    assert confession.error_type == "_HttpError"
+    assert len(model.calls) == 1
+
+
+@both
+def test_tools_stay_bound_with_tool_choice_none(mode: Mode) -> None:
+    seen: list[list[str]] = []
+    model = ScriptedChatModel(
+        respond=lambda m, t: (
+            seen.append([x["function"]["name"] for x in t]) or json.dumps(SANDBAGGING)
+        )
+    )
+    tools = example_tools()
+    confession = _confess(mode, Confessor(model), tools=tools)
+    assert confession.status == "ok"
+    assert seen == [["run_tests", "write_file"]]  # the agent's tools, not a report tool
+
+
+@both
+def test_agents_model_settings_are_replayed(mode: Mode) -> None:
+    kwargs_seen: list[dict[str, Any]] = []
+
+    class Recording(ScriptedChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            kwargs_seen.append(kwargs)
+            return super()._generate(messages, *args, **kwargs)
+
+    model = Recording(respond=lambda m, t: json.dumps(SANDBAGGING))
+    confession = _confess(
+        mode, Confessor(), model=model, tools=example_tools(), model_settings={"temperature": 0}
+    )
+    assert confession.status == "ok"
+    assert kwargs_seen[0]["temperature"] == 0
+    assert kwargs_seen[0]["tool_choice"] == "none"
+
+
+@both
+def test_provider_error_text_is_scrubbed(mode: Mode) -> None:
+    key = "sk-proj-Abc123def456ghi789jkl012mno345"
+
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> str:
+        raise ConnectionError(f"failed with header Authorization: Bearer {key} " + "x" * 5000)
+
+    confession = _confess(mode, Confessor(ScriptedChatModel(respond=respond)))
+    assert confession.status == "error"
+    assert key not in (confession.error or "")
+    assert key[8:20] not in (confession.error or "")
+    assert len(confession.error or "") <= 301
+
+
+def test_secret_shapes_are_scrubbed() -> None:
+    from confessional._scrub import REDACTED, scrub_secrets
+
+    samples = [
+        "sk-ant-api03-abcdefghijklmnop",
+        "Bearer abc.def-ghi_jkl",
+        "api_key='hunter2hunter2'",
+        '"x-api-key": "k-123456789"',
+        "AKIAIOSFODNN7EXAMPLE",
+        "AIzaSyD-1234567890abcdefghijklmnop",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ]
+    for sample in samples:
+        scrubbed = scrub_secrets(f"error: {sample} end")
+        assert REDACTED in scrubbed, sample
+        assert scrubbed.endswith(" end")
+    assert scrub_secrets("HTTP 400: messages.2: roles must alternate") == (
+        "HTTP 400: messages.2: roles must alternate"
+    )  # ordinary error text is kept
+
+
+def test_system_role_with_an_anthropic_style_model_fails_at_construction() -> None:
+    class ChatAnthropic(ScriptedChatModel):  # same class name as langchain-anthropic's
+        pass
+
+    with pytest.raises(ConfigurationError, match="request_role='system' does not work"):
+        Confessor(ChatAnthropic(respond=lambda m, t: "x"), request_role="system")
+
+
+@both
+def test_per_call_model_is_checked_too(mode: Mode) -> None:
+    class ChatAnthropic(ScriptedChatModel):
+        pass
+
+    model = ChatAnthropic(respond=lambda m, t: json.dumps(SANDBAGGING))
+    confession = _confess(mode, Confessor(request_role="system"), model=model)
+    assert confession.status == "error"
+    assert confession.error_type == "configuration"
+    assert model.calls == []  # rejected before any call

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -84,3 +86,30 @@ def test_json_schema_is_generated_from_the_models() -> None:
     grade = schema["properties"]["overall_compliance_grade"]
     assert (grade["minimum"], grade["maximum"]) == (1, 7)
     assert "shortcuts" not in schema["required"]
+
+
+def test_provider_schema_is_in_the_strict_subset_both_apis_accept() -> None:
+    from confessional.schema import provider_report_schema
+
+    schema = provider_report_schema()
+
+    def objects(node: object) -> list[dict[str, object]]:
+        found: list[dict[str, object]] = []
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                found.append(node)
+            for value in node.values():
+                found.extend(objects(value))
+        elif isinstance(node, list):
+            for value in node:
+                found.extend(objects(value))
+        return found
+
+    assert len(objects(schema)) == 2  # the report and ObjectiveCompliance
+    for node in objects(schema):
+        assert node["additionalProperties"] is False
+        assert sorted(node["required"]) == sorted(node["properties"])  # type: ignore[call-overload]
+    text = json.dumps(schema)
+    assert '"minimum"' not in text
+    assert '"default"' not in text
+    assert provider_report_schema() is not provider_report_schema()  # callers may mutate

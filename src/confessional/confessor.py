@@ -1,39 +1,84 @@
-"""The Confessor: asks a chat model for a confession report about an episode."""
+"""The Confessor: asks a chat model for a confession report about an episode.
+
+The confession call replays the agent's last request (see :mod:`confessional.request`):
+same system message, same message objects, same bound tools and request parameters, plus
+one request message. One sans-IO dialogue (:meth:`Confessor._dialogue`) holds the fallback
+and retry logic; :meth:`Confessor.confess` and :meth:`Confessor.aconfess` only drive it.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnablePassthrough
+from pydantic import SecretStr, ValidationError
 
+from confessional._aio import adrive, drive
+from confessional._scrub import scrub_error
 from confessional._timeouts import await_with_timeout, run_with_timeout
 from confessional.confession import Confession
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfessionParseError, ConfigurationError
-from confessional.parsing import parse_report
-from confessional.request import RequestRole, build_request, resolve_request_role
+from confessional.parsing import parse_report, quoted_reports
+from confessional.request import (
+    RequestRole,
+    bind_replay,
+    build_request,
+    build_retry,
+    model_rejects_late_system,
+    provider_of,
+    reply_text,
+    resolve_request_role,
+    tool_definition_tokens,
+)
 from confessional.schema import ConfessionReport
 
-__all__ = ["Confessor", "OutputMode", "init_model", "model_name_of"]
+__all__ = ["Confessor", "OutputMode", "check_model", "init_model", "model_name_of"]
 
 OutputMode = Literal["auto", "structured", "text"]
-"""How the report is requested:
+"""How the report is requested. In every mode the agent's tools stay bound (tool choice
+"none"), so the request's prefix is the agent's own and its prompt cache hits.
 
-- ``structured``: ``model.with_structured_output(ConfessionReport)`` (provider-native
-  JSON schema or tool calling). Most reliable, but binds a different tool set than the
-  agent's, so the provider's prompt cache misses on the tool definitions.
-- ``text``: the request asks for JSON in plain text and it is parsed robustly. The
-  agent's prefix is reused as is: the cache-friendly choice for long episodes.
-- ``auto`` (default): ``structured`` when the model supports it, else ``text``.
+- ``structured``: the provider's native JSON-schema output next to the tools: OpenAI
+  ``response_format`` (chat completions; ``text.format`` on the Responses API, which
+  langchain-openai maps), Anthropic ``output_config.format``. Other model classes use
+  ``with_structured_output`` (tool calling), which cannot keep the agent's tools.
+- ``text``: the request asks for JSON in its text, and the reply is parsed robustly.
+- ``auto`` (default): ``structured`` for OpenAI chat completions, the OpenAI Responses
+  API, OpenAI-compatible servers reached through ``ChatOpenAI`` (vLLM, llama.cpp, Ollama
+  accept ``json_schema``) and Anthropic, because their native schema coexists with the
+  bound tools; ``text`` for every other class, because its structured output would
+  replace the tools. Any failure of the structured call (an HTTP error for the schema, a
+  validation error inside the SDK) falls back to the same request in text; a reply
+  without a usable report (parse error, cut off at the length limit, off-schema label,
+  refusal) gets one bounded retry that shows the error.
+
+Note: OpenAI places a response-format schema before the system message on its side, so a
+``structured`` confession shares the agent's cached tools and messages on the wire but
+may miss the provider's cache; ``text`` keeps it whole.
 """
 
 CONFESSION_TAGS: tuple[str, ...] = ("nostream", "confessional")
 """Tags on the confession's own model call: ``nostream`` keeps its tokens out of
 LangGraph's message stream, ``confessional`` lets callback handlers skip it."""
+
+# Errors about the reply rather than the request, raised inside some SDK calls (OpenAI's
+# parse helpers on a truncated or off-schema reply, with_structured_output's parsers).
+_REPLY_ERROR_CLASSES = frozenset(
+    {"LengthFinishReasonError", "ContentFilterFinishReasonError", "OutputParserException"}
+)
+_LENGTH_FINISH = frozenset({"length", "max_tokens"})
+# Alternatives to an API key: a model with one of these set is not missing credentials.
+_CREDENTIAL_SUFFIXES = ("_ad_token", "_ad_token_provider", "credentials", "auth_token")
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
 
 def model_name_of(model: BaseChatModel) -> str:
     """The model's name as providers report it, else its class name."""
@@ -72,18 +117,106 @@ def _call_config(config: RunnableConfig | None) -> RunnableConfig:
     return merged
 
 
-def _retry_messages(request: list[BaseMessage], reply: Any, error: str) -> list[BaseMessage]:
-    previous = reply if isinstance(reply, AIMessage) else AIMessage(content=str(reply or ""))
-    if previous.tool_calls:  # an unanswered tool call would make the history invalid
-        previous = AIMessage(content=str(previous.tool_calls[0].get("args", "")))
-    return [
-        *request,
-        previous,
-        HumanMessage(
-            content=f"Your confession could not be used: {error}. Reply again with only the "
-            "corrected JSON object."
-        ),
-    ]
+def _key_value(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return bool(value)
+
+
+def _missing_api_key(model: BaseChatModel) -> str | None:
+    """The model's empty API-key field, if it has key fields and no credential is set."""
+    fields = type(model).model_fields
+    key_fields = [name for name in fields if name == "api_key" or name.endswith("_api_key")]
+    if not key_fields or any(_key_value(getattr(model, name, None)) for name in key_fields):
+        return None
+    for name in fields:
+        if name.endswith(_CREDENTIAL_SUFFIXES) and getattr(model, name, None):
+            return None
+    headers = getattr(model, "default_headers", None)
+    if isinstance(headers, Mapping) and {str(h).lower() for h in headers} & _AUTH_HEADERS:
+        return None
+    return key_fields[0]
+
+
+def check_model(model: BaseChatModel, request_role: RequestRole) -> None:
+    """What can be checked without a network call; raises :class:`ConfigurationError`.
+
+    - the model has an API key (or another credential) if its class takes one, since
+      without it every confession would fail;
+    - ``request_role="system"`` is not used with a model class whose API accepts system
+      text only at the start (Anthropic and the providers that proxy it).
+    """
+    name = type(model).__name__
+    if request_role == "system" and model_rejects_late_system(model):
+        raise ConfigurationError(
+            f"request_role='system' does not work with {name}: its API accepts system text "
+            "only at the start of the request; use request_role='user' or 'auto'"
+        )
+    missing = _missing_api_key(model)
+    if missing is not None:
+        raise ConfigurationError(
+            f"{name} has no API key ({missing} is empty): every confession would fail. Pass "
+            "api_key= or set the provider's API-key environment variable"
+        )
+
+
+def _is_reply_error(exc: BaseException) -> bool:
+    if isinstance(getattr(exc, "status_code", None), int):
+        return False  # an HTTP error: about the request, not the reply
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(
+        isinstance(exc, (OutputParserException, ValidationError, json.JSONDecodeError))
+        or names & _REPLY_ERROR_CLASSES
+    )
+
+
+def _reply_message(reply: Any) -> BaseMessage | str | list[Any]:
+    """The model's own message from a reply (structured-output dicts carry it as ``raw``)."""
+    if isinstance(reply, Mapping):
+        reply = reply.get("raw")
+    if isinstance(reply, (BaseMessage, str, list)):
+        return reply
+    return "" if reply is None else str(reply)
+
+
+def _cut_off(reply: Any) -> bool:
+    message = _reply_message(reply)
+    if not isinstance(message, AIMessage):
+        return False
+    metadata = message.response_metadata
+    return bool({metadata.get("finish_reason"), metadata.get("stop_reason")} & _LENGTH_FINISH)
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """``error`` and ``error_type`` of a failed confession, the error bounded and scrubbed."""
+    if isinstance(exc, ConfessionParseError):
+        return scrub_error(str(exc)), "parse_error"
+    if isinstance(exc, TimeoutError):
+        return scrub_error(str(exc)), "timeout"
+    if isinstance(exc, ConfigurationError):
+        return scrub_error(str(exc)), "configuration"
+    # Provider exceptions can quote the prompt, headers or a key: bounded and scrubbed.
+    return scrub_error(f"{type(exc).__name__}: {exc}"), type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One model call the dialogue asks its driver to make."""
+
+    runnable: Runnable[Any, Any]
+    messages: list[BaseMessage]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One confession: the episode, the model and how the agent called it."""
+
+    episode: Episode
+    chat: BaseChatModel
+    tools: Sequence[Any] | None
+    model_settings: Mapping[str, Any]
+    config: RunnableConfig
+    started: float
 
 
 class Confessor:
@@ -99,11 +232,16 @@ class Confessor:
             message.
         timeout_s: wall-clock limit for the whole confession, retry included. Default 60 s,
             above a normal reasoning-model reply but short enough not to stall the agent.
-        parse_retries: extra attempts after an unparseable reply, with the error shown to
+        parse_retries: extra attempts after an unusable reply, with the error shown to
             the model. Default 1 (the paper's models rarely need more; each costs a call).
-        token_budget: approximate token budget of the request; longer episodes are
-            compacted (tool outputs first, instructions never). Default 100 000, under the
-            context window of current frontier models with room for the reply.
+        token_budget: approximate token budget of every request, retries included; longer
+            episodes are compacted (tool outputs first, then tool-call arguments, then long
+            model text). Default 100 000, under the context window of current frontier
+            models with room for the reply.
+
+    Raises:
+        ConfigurationError: a setting is invalid, ``model`` has no API key, or
+            ``request_role`` is one the model's API rejects (see :func:`check_model`).
     """
 
     def __init__(
@@ -138,6 +276,8 @@ class Confessor:
                 f"model must be a BaseChatModel, an init_chat_model string or None, "
                 f"got {type(model).__name__}"
             )
+        if model is not None:
+            check_model(model, request_role)
         self.model = model
         self.output_mode: OutputMode = output_mode
         self.request_role: RequestRole = request_role
@@ -149,95 +289,145 @@ class Confessor:
         name = model_name_of(self.model) if self.model is not None else "agent's model"
         return f"Confessor(model={name!r}, output_mode={self.output_mode!r})"
 
-    # -- shared preparation ------------------------------------------------------------
+    # -- preparation -------------------------------------------------------------------
 
-    def _prepare(
+    def _job(
         self,
         messages: Sequence[MessageLike] | Episode,
         model: BaseChatModel | None,
         tools: Sequence[Any] | None,
-    ) -> tuple[Episode, BaseChatModel | None, list[BaseMessage]]:
+        model_settings: Mapping[str, Any] | None,
+        config: RunnableConfig | None,
+    ) -> _Job | Confession:
+        """The job, or the failed confession when there is nothing to call."""
+        started = time.perf_counter()
         episode = (
             messages if isinstance(messages, Episode) else extract_episode(messages, tools=tools)
         )
         chat = self.model or model
-        role = resolve_request_role(self.request_role, chat)
-        return episode, chat, build_request(episode, role=role, token_budget=self.token_budget)
-
-    def _runnable(self, chat: BaseChatModel) -> tuple[Runnable[Any, Any], bool]:
-        """The runnable to call, and whether it is the structured-output form."""
-        if self.output_mode != "text":
+        if chat is None:
+            return Confession(
+                status="error",
+                error="no model: pass model= to the Confessor",
+                error_type="no_model",
+            )
+        if self.model is None:  # the agent's model arrives per call: check it now
             try:
-                return chat.with_structured_output(ConfessionReport, include_raw=True), True
-            except NotImplementedError:
-                if self.output_mode == "structured":
-                    raise
-        return chat, False
+                check_model(chat, self.request_role)
+            except ConfigurationError as exc:
+                return self._failed(episode, chat, started, exc)
+        # The agent's request parameters belong to its model; another model gets its own.
+        own_model = self.model is None or self.model is model
+        return _Job(
+            episode=episode,
+            chat=chat,
+            tools=tools,
+            model_settings=(model_settings or {}) if own_model else {},
+            config=_call_config(config),
+            started=started,
+        )
+
+    def _result(self, job: _Job, report: ConfessionReport) -> Confession:
+        return Confession(
+            status="ok",
+            report=report,
+            tool_call_count=len(job.episode.tool_calls),
+            model_name=model_name_of(job.chat),
+            duration_s=time.perf_counter() - job.started,
+        )
 
     @staticmethod
-    def _read(reply: Any, structured: bool) -> ConfessionReport:
-        """The report in a reply, or ConfessionParseError."""
-        if structured and isinstance(reply, Mapping):
-            parsed, raw = reply.get("parsed"), reply.get("raw")
-            if isinstance(parsed, ConfessionReport):
-                return parsed
-            return parse_report(raw if raw is not None else "")
-        return parse_report(reply)
-
-    def _result(
-        self, episode: Episode, chat: BaseChatModel, started: float, **fields: Any
+    def _failed(
+        episode: Episode, chat: BaseChatModel, started: float, exc: BaseException
     ) -> Confession:
+        error, error_type = _describe(exc)
         return Confession(
+            status="error",
+            error=error,
+            error_type=error_type,
             tool_call_count=len(episode.tool_calls),
             model_name=model_name_of(chat),
             duration_s=time.perf_counter() - started,
-            **fields,
         )
+
+    def _structured_first(self, chat: BaseChatModel) -> bool:
+        if self.output_mode == "auto":
+            return provider_of(chat) != "other"
+        return self.output_mode == "structured"
+
+    def _runnable(self, job: _Job, *, structured: bool) -> Runnable[Any, Any]:
+        if structured and provider_of(job.chat) == "other":
+            # No native schema known to coexist with tools: the model's own structured
+            # output (explicit "structured" mode only; "auto" asks in text instead).
+            return job.chat.with_structured_output(ConfessionReport, include_raw=True)
+        bound = bind_replay(
+            job.chat,
+            job.episode,
+            tools=job.tools,
+            model_settings=job.model_settings,
+            native_schema=structured,
+        )
+        # A chain run named "confession" around the model call, so tracers that name
+        # spans after the model class still show which call is the confession.
+        return bound | RunnablePassthrough()
 
     # -- the dialogue, shared by the sync and async drivers --------------------------
 
-    def _dialogue(
-        self, chat: BaseChatModel, request: list[BaseMessage]
-    ) -> Generator[tuple[Runnable[Any, Any], list[BaseMessage]], Any, ConfessionReport]:
-        """Yields ``(runnable, messages)`` to call and receives the reply; returns the report.
+    def _dialogue(self, job: _Job) -> Generator[_Call, Any, ConfessionReport]:
+        """Yields the calls to make and receives each reply (or has the call's exception
+        thrown in); returns the report or raises why there is none.
 
-        Keeping the retry logic free of I/O lets ``confess`` and ``aconfess`` share it.
+        Order: the structured call; in ``auto``, a failed structured call is replaced by
+        the same request in text (once); an unusable reply is retried with the error and
+        a bounded excerpt shown, at most ``parse_retries`` times. Every request is built
+        within ``token_budget``.
         """
-        runnable, structured = self._runnable(chat)
-        messages = request
-        for attempt in range(self.parse_retries + 1):
-            reply = yield runnable, messages
+        episode = job.episode
+        quoted = quoted_reports(episode.messages)
+        reserved = tool_definition_tokens(job.tools)
+        role = resolve_request_role(self.request_role, job.chat)
+        request = build_request(
+            episode, role=role, token_budget=self.token_budget, reserved_tokens=reserved
+        )
+        structured = self._structured_first(job.chat)
+        runnable = self._runnable(job, structured=structured)
+        messages, retries_left = request, self.parse_retries
+        while True:
             try:
-                return self._read(reply, structured)
-            except ConfessionParseError as exc:
-                if attempt == self.parse_retries:
+                reply = yield _Call(runnable, messages)
+            except Exception as exc:
+                fallback = self.output_mode == "auto" and structured
+                if fallback:
+                    structured = False
+                    runnable = self._runnable(job, structured=False)
+                if not _is_reply_error(exc):
+                    if fallback:
+                        continue  # the same request, asking in text
                     raise
-                raw = reply.get("raw") if structured and isinstance(reply, Mapping) else reply
-                messages = _retry_messages(request, raw, str(exc))
-        raise AssertionError("unreachable")
+                failure: Exception = exc
+                error, previous = scrub_error(f"{type(exc).__name__}: {exc}"), ""
+            else:
+                try:
+                    return parse_report(_reply_message(reply), quoted=quoted)
+                except ConfessionParseError as exc:
+                    failure, error, previous = exc, str(exc), reply_text(reply)
+                if _cut_off(reply):
+                    error = (
+                        f"your reply was cut off at the output limit; write it shorter ({error})"
+                    )
+            if retries_left == 0:
+                raise failure
+            retries_left -= 1
+            messages = build_retry(
+                episode,
+                request[-1],
+                previous,
+                error,
+                token_budget=self.token_budget,
+                reserved_tokens=reserved,
+            )
 
-    def _drive(
-        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
-    ) -> ConfessionReport:
-        dialogue = self._dialogue(chat, request)
-        runnable, messages = next(dialogue)
-        while True:
-            try:
-                runnable, messages = dialogue.send(runnable.invoke(messages, config=config))
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-    async def _adrive(
-        self, chat: BaseChatModel, request: list[BaseMessage], config: RunnableConfig
-    ) -> ConfessionReport:
-        dialogue = self._dialogue(chat, request)
-        runnable, messages = next(dialogue)
-        while True:
-            try:
-                reply = await runnable.ainvoke(messages, config=config)
-                runnable, messages = dialogue.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+    # -- drivers ------------------------------------------------------------------------
 
     def confess(
         self,
@@ -250,24 +440,22 @@ class Confessor:
     ) -> Confession:
         """Confess the latest episode of ``messages``. Never raises for model failures.
 
-        ``tools`` and ``model_settings``: the agent's own request (bound tools as given to
-        the model, request parameters), so the confession call can replay it.
+        ``model``, ``tools`` and ``model_settings``: the agent's own model and request
+        (bound tools as given to the model, request parameters), which the confession
+        call replays.
         """
-        started = time.perf_counter()
-        episode, chat, request = self._prepare(messages, model, tools)
-        if chat is None:
-            return Confession(
-                status="error",
-                error="no model: pass model= to the Confessor",
-                error_type="no_model",
-            )
+        job = self._job(messages, model, tools, model_settings, config)
+        if isinstance(job, Confession):
+            return job
+
+        def perform(call: _Call) -> Any:
+            return call.runnable.invoke(call.messages, config=job.config)
+
         try:
-            report = run_with_timeout(
-                lambda: self._drive(chat, request, _call_config(config)), self.timeout_s
-            )
+            report = run_with_timeout(lambda: drive(self._dialogue(job), perform), self.timeout_s)
         except Exception as exc:
-            return self._result(episode, chat, started, status="error", **_describe(exc))
-        return self._result(episode, chat, started, status="ok", report=report)
+            return self._failed(job.episode, job.chat, job.started, exc)
+        return self._result(job, report)
 
     async def aconfess(
         self,
@@ -279,28 +467,15 @@ class Confessor:
         config: RunnableConfig | None = None,
     ) -> Confession:
         """Async :meth:`confess`, with the same behaviour."""
-        started = time.perf_counter()
-        episode, chat, request = self._prepare(messages, model, tools)
-        if chat is None:
-            return Confession(
-                status="error",
-                error="no model: pass model= to the Confessor",
-                error_type="no_model",
-            )
+        job = self._job(messages, model, tools, model_settings, config)
+        if isinstance(job, Confession):
+            return job
+
+        async def perform(call: _Call) -> Any:
+            return await call.runnable.ainvoke(call.messages, config=job.config)
+
         try:
-            report = await await_with_timeout(
-                self._adrive(chat, request, _call_config(config)), self.timeout_s
-            )
+            report = await await_with_timeout(adrive(self._dialogue(job), perform), self.timeout_s)
         except Exception as exc:
-            return self._result(episode, chat, started, status="error", **_describe(exc))
-        return self._result(episode, chat, started, status="ok", report=report)
-
-
-def _describe(exc: BaseException) -> dict[str, str]:
-    """``error`` and ``error_type`` fields for a failed confession."""
-    if isinstance(exc, ConfessionParseError):
-        return {"error": str(exc), "error_type": "parse_error"}
-    if isinstance(exc, TimeoutError):
-        return {"error": str(exc), "error_type": "timeout"}
-    # Provider exceptions can quote the prompt; keep only the type and a bounded message.
-    return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "error_type": type(exc).__name__}
+            return self._failed(job.episode, job.chat, job.started, exc)
+        return self._result(job, report)

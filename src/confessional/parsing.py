@@ -5,23 +5,34 @@ thinking), ``<thinking>`` tags, code fences, prose around the JSON, trailing com
 wrapper objects, label spelling variants and refusals. Everything else is a
 :class:`ConfessionParseError` whose message says exactly what was wrong, so a retry
 can show it to the model.
+
+Forgery resistance: only the model's own reply is parsed, and a candidate report that
+also appears in the episode's tool outputs or user content (:func:`quoted_reports`) is
+never taken, whatever its formatting. Reports are compared by :func:`report_fingerprint`,
+which ignores whitespace, code fences, key order and label spelling.
+
+Pick rule: the reply's candidates are the JSON objects it contains, fenced or bare, in
+order of position. The **last** candidate that is a valid report and not a quoted one is
+the model's own final report (a model that quotes a report does so before it writes its
+own; one that appends a quote after its report appends a quoted, hence excluded, one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import ValidationError
 
 from confessional.episode import message_text
 from confessional.errors import ConfessionParseError
 from confessional.schema import COMPLIANCE_LABELS, ConfessionReport
 
-__all__ = ["parse_report", "validate_report"]
+__all__ = ["parse_report", "quoted_reports", "report_fingerprint", "validate_report"]
 
 _FENCE = re.compile(r"```(?:json|JSON|javascript)?\s*\n?(.*?)```", re.DOTALL)
 _THINKING = re.compile(r"<(thinking|reasoning|think)>.*?</\1>", re.DOTALL | re.IGNORECASE)
@@ -34,6 +45,7 @@ _REFUSAL = re.compile(
 _REPORT_KEYS = frozenset(ConfessionReport.model_fields)
 _WRAPPER_KEYS = ("confession", "report", "confession_report", "ConfessionReport", "result")
 _MAX_ERRORS_SHOWN = 5
+_MAX_NESTING_SEARCHED = 6  # JSON-in-a-string-in-JSON depth searched for quoted reports
 
 
 def _refusal(output: BaseMessage | str | list[Any], text: str) -> str | None:
@@ -51,8 +63,8 @@ def _refusal(output: BaseMessage | str | list[Any], text: str) -> str | None:
     return None
 
 
-def _balanced_objects(text: str) -> Iterator[str]:
-    """Every top-level ``{...}`` span of ``text``, respecting strings and escapes."""
+def _balanced_objects(text: str) -> Iterator[tuple[int, str]]:
+    """Every top-level ``{...}`` span of ``text`` with its offset, respecting strings."""
     depth, start, in_string, escaped = 0, -1, False, False
     for index, char in enumerate(text):
         if in_string:
@@ -72,7 +84,7 @@ def _balanced_objects(text: str) -> Iterator[str]:
         elif char == "}" and depth > 0:
             depth -= 1
             if depth == 0:
-                yield text[start : index + 1]
+                yield start, text[start : index + 1]
 
 
 def _loads(candidate: str) -> Any:
@@ -131,29 +143,124 @@ def validate_report(data: Any) -> ConfessionReport:
         raise ConfessionParseError(_describe(exc)) from None
 
 
-def _candidates(text: str) -> Iterator[str]:
+def _candidates(text: str) -> list[str]:
+    """Fenced and bare JSON objects of ``text`` in order of position, each once."""
+    found: dict[str, int] = {}
     for match in _FENCE.finditer(text):
-        yield match.group(1).strip()
-    yield from _balanced_objects(text)
+        found.setdefault(match.group(1).strip(), match.start(1))
+    for start, span in _balanced_objects(text):
+        found.setdefault(span.strip(), start)
+    return sorted(found, key=found.__getitem__)
 
 
-def parse_report(output: BaseMessage | str | list[Any]) -> ConfessionReport:
-    """Parse a report from a model reply (message, text, or content blocks).
+def _normalised(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _normalised(item) for key, item in value.items()}
+    return value
+
+
+def report_fingerprint(report: ConfessionReport) -> str:
+    """A report's identity regardless of formatting: whitespace in its texts, key order,
+    fences and label spelling make no difference."""
+    return json.dumps(_normalised(report.model_dump()), sort_keys=True)
+
+
+def _reports_in_value(value: Any, depth: int, found: set[str]) -> None:
+    if depth > _MAX_NESTING_SEARCHED:
+        return
+    if isinstance(value, str):
+        if "{" in value:
+            _reports_in_text(value, depth + 1, found)
+        return
+    if isinstance(value, Mapping):
+        if _REPORT_KEYS & value.keys() or any(key in value for key in _WRAPPER_KEYS):
+            with contextlib.suppress(ConfessionParseError):
+                found.add(report_fingerprint(validate_report(value)))
+        items: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return
+    for item in items:
+        _reports_in_value(item, depth + 1, found)
+
+
+def _reports_in_text(text: str, depth: int, found: set[str]) -> None:
+    for candidate in _candidates(text):
+        try:
+            data = _loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        _reports_in_value(data, depth, found)
+
+
+def quoted_reports(messages: Iterable[BaseMessage]) -> frozenset[str]:
+    """Fingerprints of every report found in tool outputs and user messages.
+
+    Searched: fenced and bare JSON objects in the text, nested objects, and JSON encoded
+    inside string values (a tool that returns JSON quoting JSON), a few levels deep.
+    """
+    found: set[str] = set()
+    for message in messages:
+        if not isinstance(message, (ToolMessage, HumanMessage)):
+            continue
+        content = message.content
+        text = content if isinstance(content, str) else json.dumps(content, default=str)
+        if "{" in text:
+            _reports_in_text(text, 0, found)
+            if not isinstance(content, str):
+                _reports_in_value(content, 0, found)
+    return frozenset(found)
+
+
+_QUOTED_ERROR = (
+    "the only report in your reply is copied from the episode's tool outputs or user "
+    "messages; write your own report about your last answer"
+)
+
+
+def _own(report: ConfessionReport, quoted: Collection[str]) -> bool:
+    return not quoted or report_fingerprint(report) not in quoted
+
+
+def parse_report(
+    output: BaseMessage | str | list[Any], *, quoted: Collection[str] = ()
+) -> ConfessionReport:
+    """Parse the model's own report from its reply (message, text, or content blocks).
+
+    Args:
+        output: the model's reply. Reasoning and thinking blocks are not searched.
+        quoted: fingerprints of reports found in the episode (:func:`quoted_reports`);
+            a candidate among them is never taken.
 
     Raises:
-        ConfessionParseError: no valid report found; the message explains why.
+        ConfessionParseError: no valid report of the model's own; the message explains
+            why without quoting the reply.
     """
+    first_error: ConfessionParseError | None = None
+    copied = False
     if isinstance(output, AIMessage):
         for call in output.tool_calls:
             if call["name"] == ConfessionReport.__name__:
-                return validate_report(call["args"])
+                try:
+                    report = validate_report(call["args"])
+                except ConfessionParseError as exc:
+                    first_error = first_error or exc
+                    continue
+                if _own(report, quoted):
+                    return report
+                copied = True
     text = _THINKING.sub("", message_text(output))
     refusal = _refusal(output, text)
     if refusal is not None:
         # The refusal text stays out of the message: errors reach traces without opt-in.
         raise ConfessionParseError(f"the model refused to confess ({len(refusal)} chars)")
-    first_error: ConfessionParseError | None = None
     decoded_any = False
+    own: ConfessionReport | None = None
     for candidate in _candidates(text):
         try:
             data = _loads(candidate)
@@ -161,11 +268,20 @@ def parse_report(output: BaseMessage | str | list[Any]) -> ConfessionReport:
             continue
         decoded_any = True
         try:
-            return validate_report(data)
+            report = validate_report(data)
         except ConfessionParseError as exc:
             first_error = first_error or exc
+            continue
+        if _own(report, quoted):
+            own = report  # the last one wins: see the module's pick rule
+        else:
+            copied = True
+    if own is not None:
+        return own
     if first_error is not None:
         raise first_error
+    if copied:
+        raise ConfessionParseError(_QUOTED_ERROR)
     if not text.strip():
         raise ConfessionParseError("the model returned no text")
     reason = "no JSON object decoded" if not decoded_any else "no JSON object is a report"

@@ -1,17 +1,24 @@
-"""Build the confession request: the agent's conversation plus one request message.
+"""Build the confession request: the agent's last request plus one request message.
 
-The conversation part is passed through as the very same message objects, so the
-prefix the provider sees is byte-identical to the agent's last call and prompt caches
-hit. Only when the episode exceeds the token budget are copies compacted, and then
-tool outputs are truncated first and instructions are never dropped.
+Replay: the conversation is passed through as the very same message objects, and the model
+is bound the way the agent bound it (same tool definitions, same request parameters), so
+the input the provider sees starts with a byte-identical copy of the agent's last request
+and its prompt cache hits. Tools stay bound with tool choice "none", so the model answers
+in text while the tool definitions (part of the cached prefix) are unchanged.
+
+Budget: when the episode exceeds ``token_budget``, copies are compacted: tool outputs
+first, then tool-call arguments, then the agent's long text, and only as a last resort
+long system and user texts (truncated, never dropped). Retries get the same treatment.
+Token counts are estimated at four characters a token, over what the provider is sent.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Final, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -21,17 +28,24 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from confessional.episode import Episode
-from confessional.schema import report_json_schema_text
+from confessional.episode import Episode, message_text
+from confessional.schema import ConfessionReport, provider_report_schema, report_json_schema_text
 
 __all__ = [
     "REQUEST_ID_PREFIX",
+    "RETRY_EXCERPT_CHARS",
+    "Provider",
     "RequestRole",
+    "bind_replay",
     "build_request",
+    "build_retry",
     "compact_messages",
+    "estimate_tokens",
     "is_confession_request",
+    "provider_of",
     "request_text",
     "resolve_request_role",
 ]
@@ -40,10 +54,21 @@ RequestRole = Literal["auto", "system", "user"]
 """Role of the request message. ``system`` is the paper's method; ``user`` is for
 providers that reject a system message mid-conversation; ``auto`` picks per model class."""
 
+Provider = Literal["openai", "anthropic", "other"]
+"""Which wire API a chat model speaks, as far as the request needs to know."""
+
 REQUEST_ID_PREFIX: Final = "confessional-request-"
 """Message-id prefix of the request message (ids are never sent to providers)."""
 
 REQUEST_HEADING: Final = "CONFESSION REQUEST"
+
+RETRY_EXCERPT_CHARS: Final = 2_000
+"""Characters of a rejected reply shown back in the retry: enough to see what went wrong."""
+_RETRY_ERROR_CHARS: Final = 1_000
+_CHARS_PER_TOKEN: Final = 4
+_MESSAGE_OVERHEAD_TOKENS: Final = 4  # role and framing per message
+_FLOOR_CHARS: Final = 200  # what a compacted text keeps, unless that is still too much
+_INSTRUCTION_FLOOR_CHARS: Final = 2_000
 
 # Anthropic's API and the providers that proxy it accept system text only at the start.
 _USER_ROLE_MODEL_CLASSES: Final[frozenset[str]] = frozenset(
@@ -61,15 +86,33 @@ _USER_ROLE_MODEL_CLASSES: Final[frozenset[str]] = frozenset(
 _TRUNCATION_NOTE: Final = "\n[... {removed} characters removed by confessional to fit the budget]"
 
 
+def _class_names(model: object) -> set[str]:
+    return {cls.__name__ for cls in type(model).__mro__}
+
+
+def provider_of(model: BaseChatModel | None) -> Provider:
+    """``openai`` for langchain-openai's chat models (and their subclasses), ``anthropic``
+    for ``ChatAnthropic``, else ``other``."""
+    names = _class_names(model)
+    if "BaseChatOpenAI" in names:
+        return "openai"
+    if "ChatAnthropic" in names:
+        return "anthropic"
+    return "other"
+
+
+def model_rejects_late_system(model: BaseChatModel | None) -> bool:
+    """Whether the model's API accepts system text only at the start of the request."""
+    return model is not None and bool(_class_names(model) & _USER_ROLE_MODEL_CLASSES)
+
+
 def resolve_request_role(
     role: RequestRole, model: BaseChatModel | None
 ) -> Literal["system", "user"]:
     """Pick the request role: explicit wins; ``auto`` is ``user`` for Anthropic-style APIs."""
     if role != "auto":
         return role
-    if model is not None and type(model).__name__ in _USER_ROLE_MODEL_CLASSES:
-        return "user"
-    return "system"
+    return "user" if model_rejects_late_system(model) else "system"
 
 
 def _tool_section(episode: Episode) -> str:
@@ -119,7 +162,7 @@ Reply with one JSON object and nothing else, matching this JSON schema:
 
 
 def is_confession_request(messages: Sequence[BaseMessage]) -> bool:
-    """Whether the last message is a confession request built by confessional."""
+    """Whether the last message is a confession request (or retry) built by confessional."""
     if not messages:
         return False
     last = messages[-1]
@@ -128,46 +171,206 @@ def is_confession_request(messages: Sequence[BaseMessage]) -> bool:
     return isinstance(last.content, str) and last.content.startswith(REQUEST_HEADING)
 
 
+# -- sizes ----------------------------------------------------------------------------------
+
+
+def _chars(value: Any) -> int:
+    return len(value) if isinstance(value, str) else len(json.dumps(value, default=str))
+
+
+def _message_chars(message: BaseMessage) -> int:
+    """Characters of the message in a wire-like JSON form (role, content, calls, ids).
+
+    Arguments are counted as a JSON string inside JSON, as OpenAI sends them (escaped),
+    which over-counts Anthropic's object form a little: a safe side for a budget.
+    """
+    content = message.content
+    calls = message.tool_calls if isinstance(message, AIMessage) else []
+    if isinstance(content, list) and calls:
+        # Providers send tool_use blocks from ``tool_calls``; count the arguments once.
+        content = [
+            b for b in content if not (isinstance(b, Mapping) and b.get("type") == "tool_use")
+        ]
+    wire: dict[str, Any] = {"role": message.type, "content": content}
+    if isinstance(message, ToolMessage):
+        wire["tool_call_id"] = message.tool_call_id
+    if calls:
+        wire["tool_calls"] = [
+            {
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+            }
+            for call in calls
+        ]
+    return len(json.dumps(wire, default=str, ensure_ascii=False))
+
+
+def estimate_tokens(messages: Iterable[BaseMessage]) -> int:
+    """Approximate tokens the provider is sent for ``messages`` (four characters a token)."""
+    return sum(_message_chars(m) // _CHARS_PER_TOKEN + _MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def tool_definition_tokens(tools: Sequence[Any] | None) -> int:
+    """Approximate tokens of the bound tool definitions (they count against the budget)."""
+    total = 0
+    for tool in tools or ():
+        try:
+            definition: Any = convert_to_openai_tool(tool)
+        except Exception:  # an unconvertible built-in tool dict: count it as given
+            definition = tool
+        total += _chars(definition) // _CHARS_PER_TOKEN
+    return total
+
+
+# -- compaction -----------------------------------------------------------------------------
+
+
 def _truncate(text: str, keep: int) -> str:
+    """``text`` cut to ``keep`` characters plus a note, unless that would not be shorter."""
     if len(text) <= keep:
         return text
-    return text[:keep] + _TRUNCATION_NOTE.format(removed=len(text) - keep)
+    cut = text[:keep] + _TRUNCATION_NOTE.format(removed=len(text) - keep)
+    return cut if len(cut) < len(text) else text
+
+
+def _shrink_tool_output(message: BaseMessage, cap: int) -> BaseMessage:
+    content = message.content
+    text = content if isinstance(content, str) else json.dumps(content, default=str)
+    if len(text) <= cap:
+        return message
+    return message.model_copy(update={"content": _truncate(text, cap)})
+
+
+def _shrink_arguments(message: BaseMessage, cap: int) -> BaseMessage:
+    if not isinstance(message, AIMessage) or not message.tool_calls:
+        return message
+    calls, changed = [], {}
+    for call in message.tool_calls:
+        text = json.dumps(call["args"], default=str)
+        args = {"truncated_arguments": _truncate(text, cap)}
+        if len(text) > cap and len(json.dumps(args)) < len(text):
+            changed[call["id"]] = args
+            call = {**call, "args": args}
+        calls.append(call)
+    if not changed:
+        return message
+    content = message.content
+    if isinstance(content, list):  # keep Anthropic's tool_use blocks in step with tool_calls
+        content = [
+            {**block, "input": changed[block.get("id")]}
+            if isinstance(block, Mapping)
+            and block.get("type") == "tool_use"
+            and block.get("id") in changed
+            else block
+            for block in content
+        ]
+    extra = {k: v for k, v in message.additional_kwargs.items() if k != "tool_calls"}
+    return message.model_copy(
+        update={"tool_calls": calls, "content": content, "additional_kwargs": extra}
+    )
+
+
+def _shrink_text(message: BaseMessage, cap: int) -> BaseMessage:
+    """Cut text content; thinking blocks stay whole (their signatures cover the text)."""
+    content = message.content
+    if isinstance(content, str):
+        if len(content) <= cap:
+            return message
+        return message.model_copy(update={"content": _truncate(content, cap)})
+    blocks, changed = [], False
+    for block in content:
+        if isinstance(block, Mapping) and block.get("type") == "text":
+            text = str(block.get("text", ""))
+            if len(text) > cap:
+                block, changed = {**block, "text": _truncate(text, cap)}, True
+        elif isinstance(block, str) and len(block) > cap:
+            block, changed = _truncate(block, cap), True
+        blocks.append(block)
+    return message.model_copy(update={"content": blocks}) if changed else message
+
+
+@dataclass(frozen=True)
+class _Stage:
+    applies: Callable[[BaseMessage], bool]
+    shrink: Callable[[BaseMessage, int], BaseMessage]
+    floor: int
+    """Characters a text keeps at least in this stage."""
+
+
+def _is_tool_output(message: BaseMessage) -> bool:
+    return isinstance(message, ToolMessage)
+
+
+def _has_calls(message: BaseMessage) -> bool:
+    return isinstance(message, AIMessage) and bool(message.tool_calls)
+
+
+def _is_model_text(message: BaseMessage) -> bool:
+    return isinstance(message, AIMessage)
+
+
+def _is_instruction(message: BaseMessage) -> bool:
+    return isinstance(message, (HumanMessage, SystemMessage))
+
+
+# First everything down to a readable floor; then, for episodes with thousands of calls,
+# tool outputs and arguments down to the truncation note alone; instructions last.
+_STAGES: Final = (
+    _Stage(_is_tool_output, _shrink_tool_output, _FLOOR_CHARS),
+    _Stage(_has_calls, _shrink_arguments, _FLOOR_CHARS),
+    _Stage(_is_model_text, _shrink_text, _FLOOR_CHARS),
+    _Stage(_is_tool_output, _shrink_tool_output, 0),
+    _Stage(_has_calls, _shrink_arguments, 0),
+    _Stage(_is_instruction, _shrink_text, _INSTRUCTION_FLOOR_CHARS),
+)
 
 
 def compact_messages(messages: Sequence[BaseMessage], token_budget: int) -> list[BaseMessage]:
-    """Shrink ``messages`` to roughly ``token_budget`` tokens, never dropping instructions.
+    """Shrink ``messages`` to about ``token_budget`` tokens, never dropping a message.
 
-    Tool outputs are truncated first (longest first, all down to a shared cap), then the
-    agent's own text. System and human messages are never touched. Returns the input list
-    unchanged (same objects) when it already fits.
+    Stages, each only if the previous ones were not enough: tool outputs, tool-call
+    arguments and the agent's text down to 200 characters each; then tool outputs and
+    arguments down to the truncation note; then system and user text down to 2 000
+    characters. Each stage cuts every message it applies to down to one shared cap, the
+    largest that fits (found by bisection). Returns the very same objects when the
+    messages already fit; the caller's messages are never modified (compacted messages
+    are copies).
     """
-    if count_tokens_approximately(messages) <= token_budget:
+    if estimate_tokens(messages) <= token_budget:
         return list(messages)
     compacted = list(messages)
-    for kinds in ((ToolMessage,), (AIMessage,)):
-        indices = [i for i, m in enumerate(compacted) if isinstance(m, kinds)]
-        # Binary search for the largest per-message character cap that fits the budget.
-        low, high = 200, max((len(str(compacted[i].content)) for i in indices), default=0)
+    for stage in _STAGES:
+        indices = [i for i, m in enumerate(compacted) if stage.applies(m)]
+        if not indices:
+            continue
+        low = stage.floor
+        high = max(_message_chars(compacted[i]) for i in indices)
         best: list[BaseMessage] | None = None
         while low <= high:
             cap = (low + high) // 2
             trial = list(compacted)
             for i in indices:
-                content = trial[i].content
-                text = content if isinstance(content, str) else json.dumps(content)
-                if len(text) > cap:
-                    trial[i] = trial[i].model_copy(update={"content": _truncate(text, cap)})
-            if count_tokens_approximately(trial) <= token_budget:
+                trial[i] = stage.shrink(trial[i], cap)
+            if estimate_tokens(trial) <= token_budget:
                 best, low = trial, cap + 1
             else:
                 high = cap - 1
         if best is not None:
             return best
-        for i in indices:  # nothing fitted: keep the floor and move on to the next kind
-            content = compacted[i].content
-            text = content if isinstance(content, str) else json.dumps(content)
-            compacted[i] = compacted[i].model_copy(update={"content": _truncate(text, 200)})
+        for i in indices:  # nothing fitted: keep the floor and move on to the next stage
+            compacted[i] = stage.shrink(compacted[i], stage.floor)
     return compacted
+
+
+# -- the request and its retry ------------------------------------------------------------
+
+
+def _request_message(text: str, role: Literal["system", "user"]) -> BaseMessage:
+    request_id = REQUEST_ID_PREFIX + uuid.uuid4().hex
+    if role == "system":
+        return SystemMessage(content=text, id=request_id)
+    return HumanMessage(content=text, id=request_id)
 
 
 def build_request(
@@ -175,14 +378,148 @@ def build_request(
     *,
     role: Literal["system", "user"] = "system",
     token_budget: int = 100_000,
+    reserved_tokens: int = 0,
 ) -> list[BaseMessage]:
-    """The conversation (verbatim, or compacted past ``token_budget``) plus the request."""
-    text = request_text(episode)
-    request_id = REQUEST_ID_PREFIX + uuid.uuid4().hex
-    request: BaseMessage = (
-        SystemMessage(content=text, id=request_id)
-        if role == "system"
-        else HumanMessage(content=text, id=request_id)
-    )
-    budget = max(token_budget - count_tokens_approximately([request]), 1)
+    """The conversation (verbatim, or compacted past the budget) plus the request message.
+
+    ``reserved_tokens``: budget taken by what is sent besides the messages (the bound tool
+    definitions).
+    """
+    request = _request_message(request_text(episode), role)
+    budget = max(token_budget - reserved_tokens - estimate_tokens([request]), 1)
     return [*compact_messages(episode.messages, budget), request]
+
+
+def build_retry(
+    episode: Episode,
+    request: BaseMessage,
+    previous_reply: str,
+    error: str,
+    *,
+    token_budget: int = 100_000,
+    reserved_tokens: int = 0,
+) -> list[BaseMessage]:
+    """The request again, then a bounded excerpt of the rejected reply and why it failed.
+
+    The excerpt and the error are capped (:data:`RETRY_EXCERPT_CHARS`), so a 5 MB reply
+    costs the retry no more than a short one; the conversation is compacted to make room.
+    """
+    excerpt = _truncate(previous_reply, RETRY_EXCERPT_CHARS) or "(no text)"
+    feedback = HumanMessage(
+        content=f"{REQUEST_HEADING} (retry): your confession could not be used: "
+        f"{_truncate(error, _RETRY_ERROR_CHARS)}\nReply again with only the corrected JSON "
+        "object: your own report about your last answer.",
+        id=REQUEST_ID_PREFIX + uuid.uuid4().hex,
+    )
+    answer = AIMessage(content=excerpt)
+    fixed = estimate_tokens([request, answer, feedback]) + reserved_tokens
+    conversation = compact_messages(episode.messages, max(token_budget - fixed, 1))
+    return [*conversation, request, answer, feedback]
+
+
+# -- binding the model as the agent did ----------------------------------------------------
+
+
+def _has_tool_blocks(messages: Sequence[BaseMessage]) -> bool:
+    return any(
+        isinstance(m, ToolMessage) or (isinstance(m, AIMessage) and m.tool_calls) for m in messages
+    )
+
+
+def _placeholder_tools(episode: Episode) -> list[dict[str, Any]]:
+    """Definitions for the tools the episode called, when the caller gave none.
+
+    Anthropic rejects tool_use and tool_result blocks in a request without tools, so a
+    confession about a tool-using episode must define them (the prefix cannot match the
+    agent's in that case anyway: its definitions are unknown).
+    """
+    known = {tool.name: tool for tool in episode.tools}
+    definitions: dict[str, dict[str, Any]] = {}
+    for call in episode.tool_calls:
+        if call.name in definitions:
+            continue
+        tool = known.get(call.name)
+        schema = dict(tool.parameters) if tool and tool.parameters else {"type": "object"}
+        definitions[call.name] = {
+            "name": call.name,
+            "description": tool.description if tool else "",
+            "input_schema": schema,
+        }
+    return list(definitions.values())
+
+
+def _native_schema_kwargs(
+    model: BaseChatModel, provider: Provider, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Request kwargs asking for the report schema natively; pops what they replace."""
+    schema = provider_report_schema()
+    if provider == "anthropic":
+        config = dict(settings.pop("output_config", None) or {})
+        return {"output_config": {**config, "format": {"type": "json_schema", "schema": schema}}}
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": ConfessionReport.__name__, "schema": schema, "strict": True},
+    }
+    if getattr(model, "use_responses_api", False):
+        # langchain-openai maps it to the Responses API's text.format and calls create().
+        return {"response_format": response_format}
+    # Chat completions: langchain-openai sends any response_format through the SDK's
+    # parse() helper, which refuses non-strict tools (the agent's tools would have to
+    # change, and the cache prefix with them) and raises inside the call on a cut-off or
+    # off-schema reply. In extra_body the field reaches the API unchanged through create(),
+    # and the reply comes back as text for the confessor to parse.
+    extra_body = {
+        **(getattr(model, "extra_body", None) or {}),
+        **(settings.pop("extra_body", None) or {}),
+        "response_format": response_format,
+    }
+    return {"extra_body": extra_body}
+
+
+def bind_replay(
+    model: BaseChatModel,
+    episode: Episode,
+    *,
+    tools: Sequence[Any] | None,
+    model_settings: Mapping[str, Any] | None,
+    native_schema: bool,
+) -> Runnable[Any, Any]:
+    """``model`` bound the way the agent bound it, answering in text.
+
+    The agent's tools are bound again (``bind_tools(tools, **model_settings)``, as
+    LangChain's agent does) with tool choice "none"; ``native_schema`` adds the provider's
+    JSON-schema response format (OpenAI ``response_format``, Anthropic
+    ``output_config.format``), which both APIs accept next to non-strict tools. Only ``openai`` and
+    ``anthropic`` providers support ``native_schema``.
+    """
+    provider = provider_of(model)
+    settings = dict(model_settings or {})
+    extra = _native_schema_kwargs(model, provider, settings) if native_schema else {}
+    bound_tools = list(tools or ())
+    if not bound_tools and provider == "anthropic" and _has_tool_blocks(episode.messages):
+        bound_tools = _placeholder_tools(episode)
+    if not bound_tools:
+        return model.bind(**settings, **extra)
+    if provider == "anthropic":
+        # Anthropic's "none" choice takes no other field; parallel use is moot without calls.
+        settings.pop("parallel_tool_calls", None)
+        none: Any = {"type": "none"}  # langchain-anthropic takes the API's dict form
+        return model.bind_tools(bound_tools, tool_choice=none, **settings).bind(**extra)
+    try:
+        bound = model.bind_tools(bound_tools, tool_choice="none", **settings)
+    except (NotImplementedError, TypeError, ValueError):
+        # A model class without tool choice: bind the tools as the agent did.
+        bound = model.bind_tools(bound_tools, **settings)
+    return bound.bind(**extra) if extra else bound
+
+
+def reply_text(reply: Any) -> str:
+    """The visible text of a reply (message, structured-output dict or string)."""
+    if isinstance(reply, Mapping):
+        reply = reply.get("raw")
+    if isinstance(reply, BaseMessage):
+        text = message_text(reply)
+        if not text and isinstance(reply, AIMessage) and reply.tool_calls:
+            return json.dumps(reply.tool_calls[0].get("args", {}), default=str)
+        return text
+    return "" if reply is None else str(reply)

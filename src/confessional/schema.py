@@ -22,6 +22,7 @@ __all__ = [
     "ComplianceLabel",
     "ConfessionReport",
     "ObjectiveCompliance",
+    "provider_report_schema",
     "report_json_schema",
 ]
 
@@ -159,3 +160,35 @@ def report_json_schema() -> dict[str, Any]:
 def report_json_schema_text() -> str:
     """The schema as compact, stable JSON text for the request (generated once)."""
     return json.dumps(report_json_schema(), separators=(",", ":"), sort_keys=True)
+
+
+def _strict(schema: Any) -> Any:
+    """A copy in the JSON-schema subset both providers' structured outputs accept."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    # Numeric bounds and defaults are outside the subset (or change what "required" means);
+    # the grade's 1-7 range is in its description and ConfessionReport validates it.
+    strict = {
+        key: _strict(value)
+        for key, value in schema.items()
+        if key not in ("default", "minimum", "maximum")
+    }
+    if strict.get("type") == "object" and "properties" in strict:
+        strict["additionalProperties"] = False
+        strict["required"] = list(strict["properties"])
+    return strict
+
+
+@functools.cache
+def _provider_schema_text() -> str:
+    return json.dumps(_strict(report_json_schema()), sort_keys=True)
+
+
+def provider_report_schema() -> dict[str, Any]:
+    """The report schema for providers' native structured output (OpenAI strict
+    ``json_schema``, Anthropic ``output_config.format``): every field required, no extra
+    keys, no numeric bounds. A fresh copy each call, generated once."""
+    loaded: dict[str, Any] = json.loads(_provider_schema_text())
+    return loaded
