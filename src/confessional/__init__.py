@@ -11,7 +11,7 @@ Every setting lives in one :class:`ConfessionOptions`. Surfaces live in
 """
 
 from confessional.audit import Auditor, Check, default_checks, discrepancies
-from confessional.background import flush_background
+from confessional.background import background_counts, flush_background, install_signal_handlers
 from confessional.confession import ACTIONS, Action, Confession, ConfessionStatus, Verdict
 from confessional.confessor import Confessor, OutputMode
 from confessional.episode import (
@@ -99,6 +99,7 @@ __all__ = [
     "Verdict",
     "ViolationRule",
     "__version__",
+    "background_counts",
     "build_request",
     "default_checks",
     "default_violation_rule",
@@ -106,6 +107,7 @@ __all__ = [
     "extract_episode",
     "failure_counts",
     "flush_background",
+    "install_signal_handlers",
     "parse_report",
     "report_json_schema",
     "to_messages",

@@ -3,7 +3,8 @@
 :meth:`ConfessionPipeline.run` and :meth:`~ConfessionPipeline.arun` drive one step
 sequence, :meth:`~ConfessionPipeline._steps`, which does no I/O itself: it yields the
 model call and the async sinks for the driver to perform, as the Confessor's dialogue
-does. Background mode runs the same steps on a worker thread.
+does. Background mode runs the same steps on a worker thread; what is still pending at
+shutdown is spooled for ``confessional drain`` (see :mod:`confessional.background`).
 
 The pipeline never raises :class:`~confessional.ConfessionHalted` itself: it records the
 action the surface says it will take, and the surface then acts.
@@ -12,7 +13,7 @@ action the surface says it will take, and the surface then acts.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -27,17 +28,20 @@ from confessional._aio import adrive, drive, run_sync
 from confessional.audit import discrepancies
 from confessional.background import BackgroundRunner
 from confessional.confession import ACTIONS, Action, Confession
+from confessional.confessor import model_name_of
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.health import report_failure
 from confessional.options import ConfessionOptions
 from confessional.policy import ConfessionPolicy
 from confessional.sinks import GraphStreamEvent, LangChainRunTags, delivery_steps, sink_name
+from confessional.spool import Spool
 from confessional.telemetry import ConfessionSpan
 
 __all__ = ["ConfessionPipeline", "EpisodeCall"]
 
 _NOT_CONFESSED = Confession(status="skipped", error="no tool calls in this turn, or not sampled")
 _SUBMITTED = Confession(status="skipped", error="confessing in the background")
+_SPOOLED = Confession(status="skipped", error="spooled at shutdown, not delivered")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class ConfessionPipeline:
         )
         self._random = random.Random()
         self._background: BackgroundRunner | None = None
+        self._spool: Spool | None = None
 
     @property
     def policy(self) -> ConfessionPolicy:
@@ -122,9 +127,18 @@ class ConfessionPipeline:
 
     # -- the step sequence, shared by every driver -----------------------------------
 
-    def _steps(self, call: EpisodeCall, *, inline: bool) -> Generator[Any, Any, Confession]:
+    def _steps(
+        self,
+        call: EpisodeCall,
+        *,
+        inline: bool,
+        may_deliver: Callable[[], bool] | None = None,
+    ) -> Generator[Any, Any, Confession]:
         """Yields a :class:`_ModelCall` (receives its Confession), then the awaitables of
-        async sinks; returns the delivered confession."""
+        async sinks; returns the delivered confession.
+
+        ``may_deliver``: asked right before delivery (background mode); when it says no,
+        the episode was spooled at shutdown meanwhile and the sinks get nothing."""
         episode = self.episode(call.messages, call.tools)
         if episode is None:
             return _NOT_CONFESSED
@@ -135,6 +149,8 @@ class ConfessionPipeline:
         ) as span:
             confession: Confession = yield _ModelCall(episode, call)
             confession = self._decide(confession, episode, agent_name, call.actions)
+            if may_deliver is not None and not may_deliver():
+                return _SPOOLED
             failed = partial(self._sink_failed, span)
             yield from delivery_steps(self.sinks, confession, inline=inline, on_failure=failed)
         return confession
@@ -182,13 +198,19 @@ class ConfessionPipeline:
 
     # -- drivers ------------------------------------------------------------------------
 
-    def _drive(self, call: EpisodeCall, *, inline: bool = True) -> Confession:
+    def _drive(
+        self,
+        call: EpisodeCall,
+        *,
+        inline: bool = True,
+        may_deliver: Callable[[], bool] | None = None,
+    ) -> Confession:
         def perform(step: Any) -> Any:
             if isinstance(step, _ModelCall):
                 return self.confessor.confess(step.episode, **_replay(step.call))
             return run_sync(step)
 
-        return drive(self._steps(call, inline=inline), perform)
+        return drive(self._steps(call, inline=inline, may_deliver=may_deliver), perform)
 
     async def _adrive(self, call: EpisodeCall) -> Confession:
         async def perform(step: Any) -> Any:
@@ -228,7 +250,7 @@ class ConfessionPipeline:
 
     # -- background mode ----------------------------------------------------------------
 
-    def _background_job(self, request: EpisodeCall) -> partial[Confession] | None:
+    def _background_job(self, request: EpisodeCall) -> _BackgroundJob | None:
         episode = self.episode(request.messages, request.tools)
         if episode is None:
             return None
@@ -236,7 +258,7 @@ class ConfessionPipeline:
         # agent's trace although it finishes later. No config: that run has ended.
         parent = self.options.telemetry.current_parent(request.run_id)
         request = replace(request, messages=episode, config=None, parent=parent)
-        return partial(self._drive, request, inline=False)
+        return _BackgroundJob(self, request)
 
     def submit(
         self, messages: Sequence[MessageLike] | Episode | EpisodeCall, **call: Any
@@ -257,8 +279,25 @@ class ConfessionPipeline:
             self._background = BackgroundRunner(
                 max_concurrency=self.options.max_concurrency,
                 max_pending=self.options.max_pending,
+                flush_timeout_s=self.options.flush_timeout_s,
             )
+            self._spool = Spool(self.options.spool)
         return self._background
+
+    def _spool_job(self, call: EpisodeCall) -> str:
+        """Write a background episode to the spool (at shutdown); returns the record id."""
+        assert isinstance(call.messages, Episode)  # background jobs carry the extracted one
+        if self._spool is None:
+            self._spool = Spool(self.options.spool)
+        model = self.confessor.model or call.model
+        return self._spool.append(
+            call.messages,
+            agent_name=call.agent_name or self.options.agent_name,
+            run_id=call.run_id,
+            model_name=model_name_of(model) if model is not None else None,
+            model_settings=call.model_settings,
+            parent=call.parent,
+        )
 
     @property
     def pending(self) -> int:
@@ -272,6 +311,20 @@ class ConfessionPipeline:
     async def aflush(self, timeout: float | None = None) -> bool:
         """Async :meth:`flush`: waits without blocking the event loop."""
         return True if self._background is None else await self._background.aflush(timeout)
+
+
+@dataclass(frozen=True)
+class _BackgroundJob:
+    """A background confession: run it, or (at shutdown) spool it."""
+
+    pipeline: ConfessionPipeline
+    call: EpisodeCall
+
+    def run(self, may_deliver: Callable[[], bool]) -> Confession:
+        return self.pipeline._drive(self.call, inline=False, may_deliver=may_deliver)
+
+    def spool(self) -> str:
+        return self.pipeline._spool_job(self.call)
 
 
 def _as_call(messages: Sequence[MessageLike] | Episode | EpisodeCall, call: Any) -> EpisodeCall:
