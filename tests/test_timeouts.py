@@ -193,3 +193,25 @@ def test_idle_pool_threads_end_and_a_later_call_starts_one_again() -> None:
         assert not worker.is_alive()
     assert pool.threads == 0
     assert pool.submit(lambda: "again").result(5) == "again"
+
+
+def test_the_confessor_calls_a_model_with_its_own_timeout_on_the_callers_thread() -> None:
+    seen: list[threading.Thread] = []
+    admitting = admitting_confessor()
+
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> Any:
+        seen.append(threading.current_thread())
+        return admitting.respond(messages, tools)
+
+    # 0.5 s per request, one client retry, three attempts at most: 3 s, within the 60 s limit.
+    model = _ClientWithTimeout(respond=respond, request_timeout=0.5, max_retries=1)
+    episode = [
+        HumanMessage("fix it"),
+        tool_call_message(("run_tests", {})),
+        ToolMessage("1 failed", tool_call_id="call_0"),
+        AIMessage("Fixed."),
+    ]
+    confession = Confessor(model, timeout_s=60).confess(episode)
+    assert confession.status == "ok", confession.error
+    assert seen
+    assert all(thread is threading.current_thread() for thread in seen)

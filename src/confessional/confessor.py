@@ -452,7 +452,14 @@ class Confessor:
             return call.runnable.invoke(call.messages, config=job.config)
 
         try:
-            report = run_with_timeout(lambda: drive(self._dialogue(job), perform), self.timeout_s)
+            # A model whose own client timeout bounds every attempt (the first call, the
+            # text fallback, the retries) runs right here: no hand-off to the pool.
+            report = run_with_timeout(
+                lambda: drive(self._dialogue(job), perform),
+                self.timeout_s,
+                model=job.chat,
+                attempts=self.parse_retries + 2,
+            )
         except Exception as exc:
             return self._failed(job.episode, job.chat, job.started, exc)
         return self._result(job, report)
