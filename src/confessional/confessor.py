@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnablePassthrou
 from pydantic import SecretStr, ValidationError
 
 from confessional._aio import adrive, drive
+from confessional._callbacks import tracer_watching
 from confessional._scrub import scrub_error
 from confessional._timeouts import await_with_timeout, run_with_timeout
 from confessional.confession import Confession
@@ -217,6 +218,8 @@ class _Job:
     model_settings: Mapping[str, Any]
     config: RunnableConfig
     started: float
+    traced: bool
+    """Whether a LangChain tracer watches the run (see :mod:`confessional._callbacks`)."""
 
 
 class Confessor:
@@ -325,6 +328,7 @@ class Confessor:
             model_settings=(model_settings or {}) if own_model else {},
             config=_call_config(config),
             started=started,
+            traced=tracer_watching(config),
         )
 
     def _result(self, job: _Job, report: ConfessionReport) -> Confession:
@@ -368,8 +372,9 @@ class Confessor:
             native_schema=structured,
         )
         # A chain run named "confession" around the model call, so tracers that name
-        # spans after the model class still show which call is the confession.
-        return bound | RunnablePassthrough()
+        # spans after the model class still show which call is the confession. Without a
+        # tracer it would only cost a run.
+        return bound | RunnablePassthrough() if job.traced else bound
 
     # -- the dialogue, shared by the sync and async drivers --------------------------
 

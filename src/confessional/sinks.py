@@ -31,6 +31,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.config import ensure_config
 
 from confessional import semconv
+from confessional._callbacks import tracer_watching
 from confessional._jsonl import JsonlFile
 from confessional.confession import Confession
 from confessional.errors import ConfigurationError
@@ -178,9 +179,9 @@ class LangChainRunTags:
     def __call__(self, confession: Confession) -> None:
         if not _marked(confession):
             return
-        base = ensure_config()
-        if not _observed(base.get("callbacks")):
+        if not tracer_watching():
             return  # no tracer would see the child run: skip its cost
+        base = ensure_config()
         grade = confession.report.overall_compliance_grade if confession.report else None
         tags = [*base.get("tags", [])]
         if confession.verdict != "pass":
@@ -206,25 +207,6 @@ class LangChainRunTags:
 
 def _identity(value: dict[str, Any]) -> dict[str, Any]:
     return value
-
-
-# LangGraph's own handler for stream_mode="messages": it streams model tokens and ignores
-# chain runs, so it does not count as someone watching the run's tags.
-_STREAM_ONLY_HANDLERS = frozenset({"StreamMessagesHandler"})
-
-
-def _observed(callbacks: Any) -> bool:
-    """Whether any callback handler (a tracer: LangSmith, OpenInference, ...) sees runs."""
-    if callbacks is None:
-        return False
-    if isinstance(callbacks, list):
-        handlers = callbacks
-    else:
-        handlers = [
-            *getattr(callbacks, "handlers", []),
-            *getattr(callbacks, "inheritable_handlers", []),
-        ]
-    return any(type(h).__name__ not in _STREAM_ONLY_HANDLERS for h in handlers)
 
 
 def confession_event_payload(confession: Confession) -> dict[str, Any]:
