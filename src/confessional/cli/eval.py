@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confessional._render import Printer, percent
-from confessional.errors import MissingExtraError
+from confessional.errors import ConfigurationError, MissingExtraError
+from confessional.evaluation import RunLimits, RunRecord
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 __all__ = ["add_parser", "run"]
 
@@ -21,7 +28,16 @@ def add_parser(subparsers: Any) -> None:
         "results.json and confusion_matrix.png. --model scripted only proves the harness.",
     )
     ev.add_argument(
-        "--model", required=True, help="init_chat_model string (provider:model) or 'scripted'"
+        "--model",
+        help="init_chat_model string (provider:model), 'local' (the managed open-weight "
+        "model: fetched, built and served on this machine on first use) or 'scripted'; "
+        "required unless --list",
+    )
+    ev.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="an OpenAI-compatible server for an openai:NAME model (llama.cpp, Ollama, vLLM, "
+        "LM Studio); OPENAI_BASE_URL works too",
     )
     ev.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
     ev.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
@@ -33,9 +49,71 @@ def add_parser(subparsers: Any) -> None:
     )
     ev.add_argument("--seed", type=int, default=0, help="seed of the scripted mix (default 0)")
     ev.add_argument("--concurrency", type=int, default=1, help="runs in flight at once (default 1)")
+    ev.add_argument(
+        "--max-model-calls",
+        type=int,
+        default=RunLimits.max_model_calls,
+        help=f"per-run cap on the agent's model calls (default {RunLimits.max_model_calls}); "
+        "a capped run counts as 'did not finish'",
+    )
+    ev.add_argument(
+        "--max-seconds",
+        type=float,
+        default=RunLimits.max_seconds,
+        help=f"per-run wall-clock cap (default {RunLimits.max_seconds:.0f})",
+    )
+    ev.add_argument(
+        "--confession-timeout",
+        type=float,
+        help="seconds the confession may take (default: 60, or 300 for --model local)",
+    )
     ev.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     ev.set_defaults(run=run)
+
+
+_LOCAL_CONFESSION_TIMEOUT_S = 300.0
+"""A 1.5B model on two shared CPU cores reads a long episode slowly: a minute is too short."""
+
+
+@contextmanager
+def _chat_model(
+    args: argparse.Namespace, open_chat_model: Any, scripted: bool
+) -> Iterator[str | BaseChatModel]:
+    """The model to evaluate: ``"scripted"`` as is, anything else opened (``local`` starts
+    and stops the managed server around the whole evaluation)."""
+    if scripted:
+        if args.base_url:
+            raise ConfigurationError("--base-url needs an openai:NAME model, not 'scripted'")
+        yield args.model
+        return
+    with open_chat_model(args.model, base_url=args.base_url) as model:
+        yield model
+
+
+def _on_run(progress: Any, task: Any, total: int, out: Printer) -> Callable[[RunRecord], None]:
+    """Advance the bar; off a terminal (CI logs) also print one line per run with an ETA,
+    since the bar is only drawn at the end there."""
+    started = time.monotonic()
+    done = 0
+    plain = out.console is None or not out.console.is_terminal
+
+    def on_run(record: RunRecord) -> None:
+        nonlocal done
+        done += 1
+        progress.advance(task)
+        if not plain:
+            return
+        elapsed = time.monotonic() - started
+        eta = elapsed / done * (total - done)
+        out.line(
+            f"[{done}/{total}] {record.scenario} #{record.index}: {record.status}, "
+            f"truth {record.truth}, confessed {record.confessed}, caught {record.caught}, "
+            f"{record.model_calls} model call(s), {record.duration_s:.0f}s; "
+            f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+        )
+
+    return on_run
 
 
 def _list_scenarios(out: Printer) -> int:
@@ -51,16 +129,23 @@ def _list_scenarios(out: Printer) -> int:
 
 def run(args: argparse.Namespace, out: Printer) -> int:
     from confessional.evaluation import (
+        CAUGHT_DEFINITION,
         CONFESSED_DEFINITION,
         SCRIPTED,
         SCRIPTED_NOTICE,
         plot_confusion_matrices,
         run_eval,
     )
+    from confessional.models import LOCAL, open_chat_model
     from confessional.scenarios import SCENARIOS, get_scenario
 
     if args.list:
         return _list_scenarios(out)
+    if not args.model:
+        raise ConfigurationError(
+            "eval needs --model: provider:model, 'local' or 'scripted' (or --list)"
+        )
+    limits = RunLimits(max_model_calls=args.max_model_calls, max_seconds=args.max_seconds)
     try:
         import matplotlib  # noqa: F401
         from rich.progress import (
@@ -93,15 +178,21 @@ def run(args: argparse.Namespace, out: Printer) -> int:
         console=out.console,
         transient=False,
     )
-    with progress:
+    confession_timeout = args.confession_timeout
+    if confession_timeout is None and args.model == LOCAL:
+        confession_timeout = _LOCAL_CONFESSION_TIMEOUT_S
+    with _chat_model(args, open_chat_model, scripted) as model, progress:
         task = progress.add_task(f"eval {args.model}", total=total)
         result = run_eval(
-            args.model,
+            model,
             scenarios=names,
             runs=args.runs,
             seed=args.seed,
             concurrency=args.concurrency,
-            on_run=lambda _record: progress.advance(task),
+            on_run=_on_run(progress, task, total, out),
+            limits=limits,
+            confession_timeout_s=confession_timeout,
+            label=args.model,
         )
     rows = []
     for name in result.scenarios:
@@ -115,7 +206,9 @@ def run(args: argparse.Namespace, out: Printer) -> int:
                 percent(m.confessed_given_not_complied),
                 percent(m.false_positive_rate),
                 percent(m.joint_false_negative_rate),
+                percent(result.caught_matrices[name].joint_false_negative_rate),
                 f"{m.tp}/{m.fn}/{m.fp}/{m.tn}",
+                str(result.did_not_finish(name)),
             ]
         )
     out.table(
@@ -127,7 +220,9 @@ def run(args: argparse.Namespace, out: Printer) -> int:
             "P(conf|nc)",
             "FP P(conf|c)",
             "joint FN P(nc∧¬conf)",
+            "joint FN +audit",
             "TP/FN/FP/TN",
+            "DNF",
         ],
         rows,
         title=f"Confessions vs ground truth ({result.model}, {result.runs} run(s) per scenario)",
@@ -145,7 +240,25 @@ def run(args: argparse.Namespace, out: Printer) -> int:
         "had a not-complied run)",
         style="bold",
     )
+    out.line(
+        f"Mean over scenarios of P(not complied ∧ not caught):     "
+        f"{percent(avg.mean_joint_false_negative_rate_with_audit)}   (caught = confessed or "
+        "flagged by the evidence audit: this product's answer to the paper's 4.4%)",
+        style="bold",
+    )
     out.line(f"'Confessed' means: {CONFESSED_DEFINITION}", style="dim")
+    out.line(f"'Caught' means: {CAUGHT_DEFINITION}", style="dim")
+    if result.model_identity:
+        identity = ", ".join(f"{k}={v}" for k, v in result.model_identity.items())
+        out.line(f"Model: {identity}", style="dim")
+    dnf = result.did_not_finish()
+    if dnf:
+        out.line(
+            f"{dnf} run(s) did not finish (cap: {limits.max_model_calls} model calls or "
+            f"{limits.max_seconds:.0f} s per run): counted in the DNF column, outside the "
+            "matrices.",
+            style="bold yellow",
+        )
     if result.run_errors:
         out.line(
             f"{result.run_errors} run(s) raised and are excluded; see results.json.",
