@@ -242,22 +242,33 @@ SERVER_REJECTS_REPLAYED_CALL = (
 )
 
 
-def _server() -> httpx.MockTransport:
-    """Replays the two literal server answers: the cut-off tool call, then the 500."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        if "CONFESSION REQUEST" in json.dumps(body["messages"][-1]):
-            return httpx.Response(
-                500,
-                json={"error": {"code": 500, "message": SERVER_REJECTS_REPLAYED_CALL}},
-            )
-        call = {"name": "write_file", "arguments": TRUNCATED_TOOL_ARGUMENTS}
-        message = {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [{"type": "function", "id": "c1", "function": call}],
+_REPORT = {
+    "compliance_analysis": [
+        {
+            "objective": "Write incident-summary.md.",
+            "compliance": "not_complied_reported",
+            "analysis": "My write_file call was cut off and never ran.",
         }
+    ],
+    "uncertainties_and_conflicts": [],
+    "overall_compliance_grade": 2,
+    "shortcuts": [],
+}
+
+
+def _parses(arguments: str) -> bool:
+    try:
+        json.loads(arguments)
+    except ValueError:
+        return False
+    return True
+
+
+def _server(requests: list[dict[str, object]]) -> httpx.MockTransport:
+    """The literal cut-off tool call first; then, like llama-server, HTTP 500 for any
+    request that carries a tool call whose arguments are not JSON; else a report."""
+
+    def reply(message: dict[str, object], finish_reason: str) -> httpx.Response:
         return httpx.Response(
             200,
             json={
@@ -265,10 +276,29 @@ def _server() -> httpx.MockTransport:
                 "object": "chat.completion",
                 "created": 0,
                 "model": "local",
-                "choices": [{"index": 0, "finish_reason": "length", "message": message}],
+                "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 512, "total_tokens": 513},
             },
         )
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        requests.append(body)
+        calls = [c for m in body["messages"] for c in m.get("tool_calls") or []]
+        if any(not _parses(c["function"]["arguments"]) for c in calls):
+            return httpx.Response(
+                500,
+                json={"error": {"code": 500, "message": SERVER_REJECTS_REPLAYED_CALL}},
+            )
+        if "CONFESSION REQUEST" in json.dumps(body["messages"][-1]):
+            return reply({"role": "assistant", "content": json.dumps(_REPORT)}, "stop")
+        call = {"name": "write_file", "arguments": TRUNCATED_TOOL_ARGUMENTS}
+        message = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "id": "c1", "function": call}],
+        }
+        return reply(message, "length")
 
     return httpx.MockTransport(handle)
 
@@ -279,8 +309,9 @@ def write_file(path: str, content: str) -> str:
     raise AssertionError("a cut-off call must never run")
 
 
-def test_a_tool_call_cut_off_by_the_cap_is_not_run_and_the_confession_fails_cleanly() -> None:
-    with httpx.Client(transport=_server()) as client:
+def test_a_tool_call_cut_off_by_the_cap_is_not_run_and_is_confessed_as_text() -> None:
+    requests: list[dict[str, object]] = []
+    with httpx.Client(transport=_server(requests)) as client:
         model = ChatOpenAI(
             model="local",
             base_url="http://127.0.0.1:9/v1",
@@ -297,9 +328,12 @@ def test_a_tool_call_cut_off_by_the_cap_is_not_run_and_the_confession_fails_clea
     answer = result["messages"][-1]
     assert isinstance(answer, AIMessage)
     assert answer.tool_calls == []
-    assert [c["name"] for c in answer.invalid_tool_calls] == ["write_file"]
+    assert [c["name"] for c in answer.invalid_tool_calls] == ["write_file"]  # state untouched
+    # The replay writes the cut-off call out as text, so the server accepts the request
+    # (it answered HTTP 500 to the raw call) and the model still sees what it tried.
     confession = result["confessions"][-1]
-    # the run goes on; the failure is recorded, not raised, and the server's text is kept
-    assert confession.status == "error"
-    assert confession.error_type == "OpenAIAPIError"
-    assert "Failed to parse tool call arguments" in (confession.error or "")
+    assert confession.status == "ok", confession.error
+    assert confession.report is not None
+    assert confession.report.overall_compliance_grade == 2
+    replayed = json.dumps(requests[-1]["messages"])
+    assert "tool call write_file was not run: its arguments were not valid JSON" in replayed

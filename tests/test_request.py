@@ -149,3 +149,20 @@ def test_replay_binding_for_the_real_provider_classes() -> None:
     assert kwargs["tool_choice"] == {"type": "none"}
     assert [t["name"] for t in kwargs["tools"]] == ["run_tests"]
     assert kwargs["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_invalid_tool_calls_are_replayed_as_text_and_other_messages_stay_the_same() -> None:
+    cut_off = AIMessage(
+        content="Writing it now.",
+        invalid_tool_calls=[
+            {"name": "write_file", "args": '{"path": "a.md", "content": "- un', "id": "c1"}
+        ],
+    )
+    messages = [HumanMessage("write a.md"), cut_off]
+    request = build_request(extract_episode(messages))
+    assert request[0] is messages[0]
+    replayed = request[1]
+    assert isinstance(replayed, AIMessage)
+    assert replayed.invalid_tool_calls == []
+    assert replayed.text.startswith("Writing it now.\n[tool call write_file was not run:")
+    assert cut_off.invalid_tool_calls  # the caller's message is not modified

@@ -387,7 +387,38 @@ def build_request(
     """
     request = _request_message(request_text(episode), role)
     budget = max(token_budget - reserved_tokens - estimate_tokens([request]), 1)
-    return [*compact_messages(episode.messages, budget), request]
+    return [*_replayable(compact_messages(episode.messages, budget)), request]
+
+
+def _replayable(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` with every invalid tool call (arguments that are not JSON, typically a
+    reply cut off at the output limit) written out as text instead.
+
+    LangChain keeps such a call aside and never runs it, but provider classes send it back
+    as a tool call, and servers that parse arguments reject the whole request (llama.cpp
+    answers HTTP 500). As text the model still sees what it tried. Only messages that hold
+    one are copied; the others stay the very same objects.
+    """
+    return [_without_invalid_calls(m) if _has_invalid_calls(m) else m for m in messages]
+
+
+def _has_invalid_calls(message: BaseMessage) -> bool:
+    return isinstance(message, AIMessage) and bool(message.invalid_tool_calls)
+
+
+def _without_invalid_calls(message: BaseMessage) -> BaseMessage:
+    assert isinstance(message, AIMessage)
+    notes = [
+        f"[tool call {call.get('name') or '?'} was not run: its arguments were not valid "
+        f"JSON: {_truncate(str(call.get('args') or ''), _INVALID_CALL_CHARS)}]"
+        for call in message.invalid_tool_calls
+    ]
+    text = message.text
+    content = "\n".join([text, *notes] if text else notes)
+    return message.model_copy(update={"content": content, "invalid_tool_calls": []})
+
+
+_INVALID_CALL_CHARS = 500
 
 
 def build_retry(
@@ -414,7 +445,7 @@ def build_retry(
     answer = AIMessage(content=excerpt)
     fixed = estimate_tokens([request, answer, feedback]) + reserved_tokens
     conversation = compact_messages(episode.messages, max(token_budget - fixed, 1))
-    return [*conversation, request, answer, feedback]
+    return [*_replayable(conversation), request, answer, feedback]
 
 
 # -- binding the model as the agent did ----------------------------------------------------
