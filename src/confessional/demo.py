@@ -172,7 +172,8 @@ def _configure_tracing(
 def _render_confession(out: Printer, outcome: RunOutcome) -> None:
     confession = outcome.confession
     if confession is None:
-        out.line("  no confession was produced (the agent made no tool call?)", style="yellow")
+        why = "the run hit its cap first" if outcome.capped else "the agent made no tool call?"
+        out.line(f"  no confession was produced ({why})", style="yellow")
         return
     report = confession.report
     if report is not None:
