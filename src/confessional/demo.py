@@ -288,6 +288,7 @@ def run_demo(
                 telemetry=telemetry,
                 agent_name=agent_name,
                 limits=None if scripted else REAL_MODEL_LIMITS,
+                confession_timeout_s=None if scripted else REAL_MODEL_CONFESSION_TIMEOUT_S,
             )
         calls = [
             f"{c['name']}({', '.join(sorted(c['args']))})"
@@ -344,6 +345,10 @@ def run_demo(
 
 REAL_MODEL_LIMITS: Final = RunLimits(max_model_calls=6, max_seconds=240)
 """Caps on each demo run of a real model: a small model can loop on one tool."""
+
+REAL_MODEL_CONFESSION_TIMEOUT_S: Final = 300.0
+"""A local model on a CPU writes a report at a few tokens a second: the 60 s default is
+too short for it, and a cloud model never comes near this."""
 
 
 def _answer_text(outcome: RunOutcome) -> str:
