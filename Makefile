@@ -27,7 +27,12 @@ env: $(STAMP)
 demo: $(BASE_STAMP)
 	$(BIN)/confessional demo
 
+# The suite starts real servers itself: a PostgreSQL server must be installed (Debian's
+# package, installed here if missing) and the local model fetched and built (cached after
+# the first time, about 6 minutes on 2 cores).
 test: $(STAMP)
+	.ci/install-postgres
+	.ci/prepare-local-model
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

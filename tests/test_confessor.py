@@ -331,3 +331,22 @@ def test_per_call_model_is_checked_too(mode: Mode) -> None:
     assert confession.status == "error"
     assert confession.error_type == "configuration"
     assert model.calls == []  # rejected before any call
+
+
+def test_a_failed_confession_is_logged_and_counted_without_any_surface(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from confessional import failure_counts
+    from confessional.testing import garbage_confessor
+
+    messages = [
+        HumanMessage("fix it"),
+        tool_call_message(("run_tests", {})),
+        ToolMessage("1 failed", tool_call_id="call_0"),
+        AIMessage("Fixed."),
+    ]
+    with caplog.at_level("WARNING", logger="confessional"):
+        failed = Confessor(garbage_confessor()).confess(messages)
+    assert failed.status == "error"
+    assert failure_counts()[("confession", failed.error_type)] == 1
+    assert any("confession failed" in r.getMessage() for r in caplog.records)

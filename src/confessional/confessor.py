@@ -27,6 +27,8 @@ from confessional._timeouts import await_with_timeout, run_with_timeout
 from confessional.confession import Confession
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfessionParseError, ConfigurationError
+from confessional.health import report_failure
+from confessional.models import load_chat_model
 from confessional.parsing import parse_report, quoted_reports
 from confessional.request import (
     RequestRole,
@@ -41,7 +43,7 @@ from confessional.request import (
 )
 from confessional.schema import ConfessionReport
 
-__all__ = ["Confessor", "OutputMode", "check_model", "init_model", "model_name_of"]
+__all__ = ["Confessor", "OutputMode", "check_model", "model_name_of"]
 
 OutputMode = Literal["auto", "structured", "text"]
 """How the report is requested. In every mode the agent's tools stay bound (tool choice
@@ -88,13 +90,6 @@ def model_name_of(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
-
-
-def init_model(spec: str) -> BaseChatModel:
-    """``init_chat_model(spec)`` with errors that say which extra or setting is missing."""
-    from confessional.models import load_chat_model
-
-    return load_chat_model(spec)
 
 
 def _internal_call_metadata() -> dict[str, Any]:
@@ -222,6 +217,17 @@ class _Job:
     """Whether a LangChain tracer watches the run (see :mod:`confessional._callbacks`)."""
 
 
+def _reported(confession: Confession) -> Confession:
+    """A failed confession, logged and counted here, where the failure is caught, so that
+    direct ``Confessor`` use is as loud as the surfaces (which also mark the span)."""
+    report_failure(
+        "confession",
+        confession.error_type or "confession_failed",
+        f"confession failed, the run goes on unconfessed: {confession.error}",
+    )
+    return confession
+
+
 class Confessor:
     """Asks a model for a :class:`ConfessionReport` about the latest episode.
 
@@ -273,7 +279,7 @@ class Confessor:
         if token_budget < 1000:
             raise ConfigurationError(f"token_budget must be >= 1000, got {token_budget!r}")
         if isinstance(model, str):
-            model = init_model(model)
+            model = load_chat_model(model)
         if model is not None and not isinstance(model, BaseChatModel):
             raise ConfigurationError(
                 f"model must be a BaseChatModel, an init_chat_model string or None, "
@@ -309,10 +315,12 @@ class Confessor:
         )
         chat = self.model or model
         if chat is None:
-            return Confession(
-                status="error",
-                error="no model: pass model= to the Confessor",
-                error_type="no_model",
+            return _reported(
+                Confession(
+                    status="error",
+                    error="no model: pass model= to the Confessor",
+                    error_type="no_model",
+                )
             )
         if self.model is None:  # the agent's model arrives per call: check it now
             try:
@@ -345,13 +353,15 @@ class Confessor:
         episode: Episode, chat: BaseChatModel, started: float, exc: BaseException
     ) -> Confession:
         error, error_type = _describe(exc)
-        return Confession(
-            status="error",
-            error=error,
-            error_type=error_type,
-            tool_call_count=len(episode.tool_calls),
-            model_name=model_name_of(chat),
-            duration_s=time.perf_counter() - started,
+        return _reported(
+            Confession(
+                status="error",
+                error=error,
+                error_type=error_type,
+                tool_call_count=len(episode.tool_calls),
+                model_name=model_name_of(chat),
+                duration_s=time.perf_counter() - started,
+            )
         )
 
     def _structured_first(self, chat: BaseChatModel) -> bool:

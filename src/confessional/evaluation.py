@@ -47,6 +47,7 @@ from langchain_core.runnables import RunnableConfig
 from confessional.confession import Confession
 from confessional.confessor import Confessor
 from confessional.errors import ConfessionHalted, ConfigurationError, MissingExtraError
+from confessional.models import load_chat_model
 from confessional.policy import ConfessionPolicy, default_violation_rule
 from confessional.scenarios import (
     SCENARIOS,
@@ -692,12 +693,6 @@ def _scripted_model(planned: PlannedRun) -> BaseChatModel:
     return scenario.scripted_agent(planned.behaviour, confession=confessor)
 
 
-def _load_model(model: str | BaseChatModel) -> BaseChatModel:
-    from confessional.models import load_chat_model
-
-    return model if not isinstance(model, str) else load_chat_model(model)
-
-
 def _identity(model: BaseChatModel) -> dict[str, Any]:
     from confessional.confessor import model_name_of
     from confessional.local_model import identity_of
@@ -752,7 +747,7 @@ def run_eval(
         label = label or SCRIPTED
     else:
         plan = [PlannedRun(n, i) for n in names for i in range(runs)]
-        shared = _load_model(model)
+        shared = load_chat_model(model) if isinstance(model, str) else model
         identity = _identity(shared)
         label = label or (model if isinstance(model, str) else type(model).__name__)
 

@@ -162,13 +162,10 @@ class ConfessionPipeline:
         agent_name: str | None,
         actions: Collection[Action],
     ) -> Confession:
-        """Audit, decide the verdict, and settle the action the surface will take."""
-        if confession.status == "error":
-            report_failure(
-                "confession",
-                confession.error_type or "confession_failed",
-                f"confession failed, the run goes on unconfessed: {confession.error}",
-            )
+        """Audit, decide the verdict, and settle the action the surface will take.
+
+        A failed confession was logged and counted by the Confessor; the span mark is the
+        telemetry sink's."""
         try:
             findings = self.options.auditor.audit(episode)
         except Exception as exc:  # a broken Auditor subclass must not take the agent down
