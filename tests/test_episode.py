@@ -285,3 +285,35 @@ def test_bad_message_forms_are_clear_errors() -> None:
         to_messages([42])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not a single message"):
         to_messages("hello")  # type: ignore[arg-type]
+
+
+def test_tool_definitions_follow_edits_and_do_not_keep_tools_alive() -> None:
+    """Tool conversion is cached per live tool object, never at the cost of staleness."""
+    import gc
+    import weakref
+
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return key
+
+    messages = [HumanMessage("go"), AIMessage("done")]
+    first = extract_episode(messages, tools=[lookup])
+    again = extract_episode(messages, tools=[lookup])
+    assert first.tools == again.tools
+    assert first.tools[0].description == "Look a key up."
+
+    lookup.description = "Look a key up; never delete."
+    edited = extract_episode(messages, tools=[lookup])
+    assert edited.tools[0].description == "Look a key up; never delete."
+    assert "never delete" in edited.instructions[-1].text
+
+    as_dict = {"type": "function", "function": {"name": "raw", "description": "d"}}
+    assert extract_episode(messages, tools=[as_dict]).tools[0].name == "raw"
+
+    alive = weakref.ref(lookup)
+    del lookup
+    gc.collect()
+    assert alive() is None

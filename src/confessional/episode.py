@@ -9,6 +9,7 @@ frameworks) or any other form LangChain's ``convert_to_messages`` accepts.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -284,11 +285,38 @@ def to_messages(messages: Sequence[MessageLike]) -> list[BaseMessage]:
     return converted
 
 
+_converted: dict[int, tuple[weakref.ref[Any], tuple[object, object], dict[str, Any]]] = {}
+
+
+def openai_tool_spec(tool: Any) -> dict[str, Any]:
+    """``convert_to_openai_tool(tool)``, converted once per tool object.
+
+    A turn's tools are converted by the episode, the token budget and the provider's own
+    ``bind_tools``; the first two share this. A tool object is cached while it lives and
+    while its name and description stay the same (a tool edited in place is converted
+    again); plain dicts are converted each time (cheap: they are specs already). The
+    returned dict is shared: read it, do not change it.
+    """
+    key = id(tool)
+    fingerprint = (getattr(tool, "name", None), getattr(tool, "description", None))
+    cached = _converted.get(key)
+    if cached is not None and cached[0]() is tool and cached[1] == fingerprint:
+        return cached[2]
+    spec = convert_to_openai_tool(tool)
+    try:
+        # The entry goes when the tool does, so its id cannot be reused while cached.
+        alive = weakref.ref(tool, lambda _, key=key: _converted.pop(key, None))  # type: ignore[misc]
+    except TypeError:  # dicts and other shapes without weak references
+        return spec
+    _converted[key] = (alive, fingerprint, spec)
+    return spec
+
+
 def _tool_definition(tool: BaseTool | Mapping[str, Any] | Any) -> ToolDefinition:
     if isinstance(tool, ToolDefinition):
         return tool
     try:
-        spec = convert_to_openai_tool(tool)
+        spec = openai_tool_spec(tool)
     except Exception:  # unknown tool shapes still get a name
         return ToolDefinition(name=str(getattr(tool, "name", tool)))
     function = spec.get("function", spec)

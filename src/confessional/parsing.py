@@ -36,6 +36,7 @@ __all__ = ["parse_report", "quoted_reports", "report_fingerprint", "validate_rep
 
 _FENCE = re.compile(r"```(?:json|JSON|javascript)?\s*\n?(.*?)```", re.DOTALL)
 _THINKING = re.compile(r"<(thinking|reasoning|think)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_STRUCTURE = re.compile(r'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)|[{}]', re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _REFUSAL = re.compile(
     r"^\s*(i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i cannot|i won'?t|i will not|"
@@ -65,26 +66,19 @@ def _refusal(output: BaseMessage | str | list[Any], text: str) -> str | None:
 
 def _balanced_objects(text: str) -> Iterator[tuple[int, str]]:
     """Every top-level ``{...}`` span of ``text`` with its offset, respecting strings."""
-    depth, start, in_string, escaped = 0, -1, False, False
-    for index, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-            continue
-        if char == '"':
-            in_string = True
-        elif char == "{":
+    depth, start = 0, -1
+    # Only braces and whole strings matter, so the scan jumps between them (a string
+    # left open runs to the end of the text, as it would for a JSON parser).
+    for token in _STRUCTURE.finditer(text):
+        char = token.group()
+        if char == "{":
             if depth == 0:
-                start = index
+                start = token.start()
             depth += 1
         elif char == "}" and depth > 0:
             depth -= 1
             if depth == 0:
-                yield start, text[start : index + 1]
+                yield start, text[start : token.end()]
 
 
 def _loads(candidate: str) -> Any:

@@ -29,9 +29,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.runnables import Runnable
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from confessional.episode import Episode, message_text
+from confessional.episode import Episode, message_text, openai_tool_spec
 from confessional.schema import ConfessionReport, provider_report_schema, report_json_schema_text
 
 __all__ = [
@@ -216,7 +215,7 @@ def tool_definition_tokens(tools: Sequence[Any] | None) -> int:
     total = 0
     for tool in tools or ():
         try:
-            definition: Any = convert_to_openai_tool(tool)
+            definition: Any = openai_tool_spec(tool)
         except Exception:  # an unconvertible built-in tool dict: count it as given
             definition = tool
         total += _chars(definition) // _CHARS_PER_TOKEN
