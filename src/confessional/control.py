@@ -26,7 +26,12 @@ from confessional.episode import message_text
 from confessional.errors import ConfessionalError, ConfessionHalted
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
 from confessional.policy import ConfessionPolicy
-from confessional.telemetry import ConfessionTelemetry
+from confessional.telemetry import (
+    ConfessionTelemetry,
+    confession_traceparent,
+    span_context_from_traceparent,
+    span_context_of,
+)
 
 __all__ = [
     "CONTINUE_RUN",
@@ -123,6 +128,10 @@ class ReviewDecision(BaseModel):
       {"answer": "replacement"}}}``;
     - ``"approve"`` / ``"reject"``, ``{"action": ...}`` and this model itself.
 
+    A decision may also say who decided, when, and on which confession span
+    (``reviewer``, ``decided_at``, ``traceparent``): :func:`confessional.review.resume`
+    adds them, and the decision's span on the trace records them.
+
     Anything else fails validation and the interrupt can simply be answered again.
     """
 
@@ -131,6 +140,13 @@ class ReviewDecision(BaseModel):
     """Optional reviewer note, kept in the rejection notice."""
     answer: str | None = None
     """The replacement answer of an ``edit`` (required then, refused otherwise)."""
+    reviewer: str | None = None
+    """Who decided, as the review inbox names them; ``None``: nobody said."""
+    decided_at: str | None = None
+    """When the reviewer decided (ISO 8601); ``None``: when the decision is applied."""
+    traceparent: str | None = None
+    """W3C ``traceparent`` of the confession span under review, copied from the review
+    payload, so a decision applied in another process lands in the confession's trace."""
 
     _offered: ClassVar[tuple[DecisionType, ...]] = DECISION_TYPES
 
@@ -174,7 +190,7 @@ class ReviewDecision(BaseModel):
             args = edited.get("args")
             if isinstance(args, Mapping) and "answer" in args:
                 value = {**value, "answer": args["answer"]}
-        return {k: v for k, v in value.items() if k in ("action", "message", "answer")}
+        return {k: v for k, v in value.items() if k in _DECISION_FIELDS}
 
     @model_validator(mode="after")
     def _edit_has_answer(self) -> ReviewDecision:
@@ -209,7 +225,15 @@ class ReviewDecision(BaseModel):
             decision["message"] = self.message
         if self.action == "edit":
             decision["edited_action"] = {"name": DELIVER_ANSWER, "args": {"answer": self.answer}}
+        for key in _DECISION_CONTEXT:
+            if getattr(self, key) is not None:
+                decision[key] = getattr(self, key)
         return {"decisions": [decision]}
+
+
+_DECISION_CONTEXT = ("reviewer", "decided_at", "traceparent")
+"""Fields about a decision rather than of it: kept beside the HITL decision's own keys."""
+_DECISION_FIELDS = frozenset({"action", "message", "answer", *_DECISION_CONTEXT})
 
 
 class _AnswerlessReviewDecision(ReviewDecision):
@@ -272,7 +296,9 @@ def review_payload(
     is :data:`DELIVER_ANSWER` (args ``{"answer": ...}``, decisions approve, edit, reject),
     or :data:`CONTINUE_RUN` when there is no answer yet (approve, reject). The other keys
     are confessional's own: ``type`` (:data:`REVIEW_TYPE`), ``confession_id``, ``grade``,
-    ``reasons``, ``confession`` and ``withheld_answer``.
+    ``reasons``, ``confession``, ``withheld_answer`` and ``traceparent`` (the W3C trace
+    context of the confession span, ``None`` when none was recorded in this process), which
+    a decision hands back so its span joins the confession's trace.
     """
     text = message_text(answer) if answer is not None else None
     allowed: list[DecisionType] = (
@@ -296,6 +322,7 @@ def review_payload(
         "confession": confession.model_dump(mode="json"),
         "withheld_answer": text,
         "actions": allowed,
+        "traceparent": confession_traceparent(confession.id),
     }
 
 
@@ -374,17 +401,40 @@ def resolve(
 
     ``review`` pauses the graph (a LangGraph interrupt) and follows the decision through
     ``policy.follow_up``; ``raise`` raises :class:`~confessional.ConfessionHalted`.
-    ``telemetry`` decides whether the review's description may quote the report.
+    ``telemetry`` decides whether the review's description may quote the report, and
+    records the reviewer's decision on the trace.
     """
     action, decision = confession.action, None
     if action == "review":
         decision = ask_review(confession, answer, telemetry=telemetry)
         action = policy.follow_up(decision.action)
+        if telemetry is not None:
+            _record_decision(telemetry, confession, decision, action)
     if action == "raise":
         raise ConfessionHalted(
             confession, "the reviewer rejected the flagged answer" if decision else None
         )
     return Resolution(action, decision)
+
+
+def _record_decision(
+    telemetry: ConfessionTelemetry, confession: Confession, decision: ReviewDecision, action: Action
+) -> None:
+    # The decision's own traceparent comes from the payload the reviewer answered, so it
+    # holds in any process; the in-process record covers a bare Command(resume=...).
+    confession_span = span_context_from_traceparent(decision.traceparent) or span_context_of(
+        confession.id
+    )
+    telemetry.review_decision(
+        confession_id=confession.id,
+        decision=decision.action,
+        action=action,
+        reviewer=decision.reviewer,
+        decided_at=decision.decided_at,
+        message=decision.message,
+        edited_answer=decision.answer if decision.action == "edit" else None,
+        confession_span=confession_span,
+    )
 
 
 NoticeReason = Literal["violation", "rejected", "review"]

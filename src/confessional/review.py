@@ -19,6 +19,9 @@ Safety, for many workers and reviewers sharing one checkpointer:
   checkpointer's own database (keyed by thread and interrupt id). The loser of a race
   gets :class:`AlreadyResolvedError`. The table doubles as a record of who decided what.
   A resume that fails gives its claim back, so the review can be answered again.
+- The decision applied names its reviewer, its time and the confession span under review
+  (the payload's ``traceparent``), so the resumed run records it on the confession's trace
+  as a ``confession.review.decision`` span, whichever process resumes it.
 
 Supported checkpointers: ``SqliteSaver``, ``AsyncSqliteSaver``, ``PostgresSaver``,
 ``AsyncPostgresSaver`` (the ``postgres`` extra) and ``InMemorySaver`` (claims then hold
@@ -177,6 +180,8 @@ class _Claim:
     checkpoint_id: str
     decision: str
     reviewer: str
+    claimed_at: str
+    """ISO 8601, UTC: also the decision time recorded on the trace."""
 
 
 @dataclass(frozen=True)
@@ -295,9 +300,10 @@ def _resolved(thread_id: str, interrupt_id: str, claim: _ClaimRecord | None) -> 
 
 
 def _resume_steps(
-    thread_id: str, value: Any, interrupt_id: str | None, reviewer: str
+    thread_id: str, value: Any, interrupt_id: str | None, reviewer: str | None
 ) -> Generator[_Step, Any, Resumed]:
     decision = ReviewDecision.parse(value)
+    reviewer = _reviewer(reviewer or decision.reviewer)
     snapshot: StateSnapshot = yield _State(_config(thread_id))
     paused = _paused_reviews(snapshot)
     target = interrupt_id if interrupt_id is not None else (paused[0].id if paused else None)
@@ -317,7 +323,17 @@ def _resume_steps(
         )
     check_allowed(decision, allowed_decisions(found.value))
     checkpoint_id = str(snapshot.config["configurable"]["checkpoint_id"])
-    won: bool = yield _Claim(thread_id, found.id, checkpoint_id, decision.action, reviewer)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    traceparent = found.value.get("traceparent")
+    # What the resumed run records on the trace, in whatever process runs it.
+    decision = decision.model_copy(
+        update={
+            "reviewer": reviewer,
+            "decided_at": now,
+            "traceparent": traceparent if isinstance(traceparent, str) else decision.traceparent,
+        }
+    )
+    won: bool = yield _Claim(thread_id, found.id, checkpoint_id, decision.action, reviewer, now)
     if not won:
         raise _resolved(thread_id, found.id, (yield _ClaimOf(thread_id, found.id)))
     # The claim is ours; the thread may still have been resumed outside this module.
@@ -406,12 +422,11 @@ def _statements(dialect: Dialect, step: _Latest | _Claim | _ClaimOf | _Settle) -
     where = "WHERE thread_id = %s AND interrupt_id = %s"
     key = (step.thread_id, step.interrupt_id)
     if isinstance(step, _Claim):
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         insert = (
             f"INSERT INTO {CLAIMS_TABLE} (thread_id, interrupt_id, checkpoint_id, decision, "
             "reviewer, status, claimed_at) VALUES (%s, %s, %s, %s, %s, 'claimed', %s) "
             "ON CONFLICT (thread_id, interrupt_id) DO NOTHING",
-            (*key, step.checkpoint_id, step.decision, step.reviewer, now),
+            (*key, step.checkpoint_id, step.decision, step.reviewer, step.claimed_at),
         )
         return _sql(dialect, [*_ensure_claims(dialect), insert])
     if isinstance(step, _ClaimOf):
@@ -457,8 +472,7 @@ def _memory_claims(saver: Any, step: _Claim | _ClaimOf | _Settle) -> Any:
         if isinstance(step, _Claim):
             if key in claims:
                 return False
-            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            claims[key] = [step.decision, step.reviewer, now, "claimed"]
+            claims[key] = [step.decision, step.reviewer, step.claimed_at, "claimed"]
             return True
         if isinstance(step, _ClaimOf):
             found = claims.get(key)
@@ -730,7 +744,8 @@ def resume(
         interrupt_id: the review being answered (from :func:`pending`). Default ``None``:
             the one the thread is paused on. Give it when you decided on what you saw,
             so a later pause is never answered by mistake.
-        reviewer: recorded with the claim. Default: ``user@host:pid``.
+        reviewer: recorded with the claim and on the trace. Default: the decision's own
+            ``reviewer``, else ``user@host:pid``.
 
     Raises:
         InvalidDecisionError: the decision is malformed or not offered by this review.
@@ -738,7 +753,7 @@ def resume(
         AlreadyResolvedError: another reviewer resolved it first.
     """
     store = _SyncStore(_graph_saver(graph), graph)
-    steps = _resume_steps(thread_id, decision, interrupt_id, _reviewer(reviewer))
+    steps = _resume_steps(thread_id, decision, interrupt_id, reviewer)
     return drive(steps, store.perform)
 
 
@@ -752,5 +767,5 @@ async def aresume(
 ) -> Resumed:
     """Async :func:`resume` (``graph.ainvoke``; async or sync checkpointers)."""
     store = _AsyncStore(_graph_saver(graph), graph)
-    steps = _resume_steps(thread_id, decision, interrupt_id, _reviewer(reviewer))
+    steps = _resume_steps(thread_id, decision, interrupt_id, reviewer)
     return await adrive(steps, store.perform)

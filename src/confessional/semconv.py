@@ -36,7 +36,13 @@ __all__ = [
     "CONFESSION_OBJECTIVE_PREFIX",
     "CONFESSION_REASONS",
     "CONFESSION_REASON_COUNT",
+    "CONFESSION_REPLAY",
     "CONFESSION_REPORT",
+    "CONFESSION_REVIEW_DECIDED_AT",
+    "CONFESSION_REVIEW_DECISION",
+    "CONFESSION_REVIEW_EDITED_ANSWER",
+    "CONFESSION_REVIEW_MESSAGE",
+    "CONFESSION_REVIEW_REVIEWER",
     "CONFESSION_SHORTCUT_COUNT",
     "CONFESSION_STATUS",
     "CONFESSION_UNCERTAINTY_COUNT",
@@ -70,6 +76,8 @@ __all__ = [
     "OPERATION_CONFESSION",
     "OUTPUT_MIME_TYPE",
     "OUTPUT_VALUE",
+    "REVIEWER_UNKNOWN",
+    "REVIEW_DECISION_SPAN_NAME",
     "SPAN_NAME",
     "TAG_FLAGGED",
     "TAG_STATUS_PREFIX",
@@ -130,6 +138,9 @@ CONFESSION_GRADE: Final = "confession.grade"
 """Overall compliance grade 1..7; absent when there is no report."""
 CONFESSION_VERDICT: Final = "confession.verdict"
 """``pass`` | ``flag`` | ``halt``."""
+CONFESSION_REPLAY: Final = "confession.replay"
+"""``exact`` | ``without_tools``: how the agent's request was replayed (see
+:data:`confessional.confession.Replay`)."""
 CONFESSION_ACTION: Final = "confession.action"
 """What the surface did: ``proceed`` | ``withhold`` | ``review`` | ``raise``."""
 CONFESSION_STATUS: Final = "confession.status"
@@ -168,6 +179,26 @@ def objective_count_attribute(label: ComplianceLabel) -> str:
 OBJECTIVE_COUNT_ATTRIBUTES: Final[dict[ComplianceLabel, str]] = {
     label: objective_count_attribute(label) for label in COMPLIANCE_LABELS
 }
+
+# --- review decisions --------------------------------------------------------------
+REVIEW_DECISION_SPAN_NAME: Final = "confession.review.decision"
+"""Span recording what a reviewer decided on a run paused for review: a child of the
+confession span (so it is in the confession's trace, even when the decision is applied in
+another process) with a span link to it. The confession span itself records the action
+*before* review."""
+CONFESSION_REVIEW_DECISION: Final = "confession.review.decision"
+"""The reviewer's decision: ``approve`` | ``edit`` | ``reject``. ``confession.action`` on
+the same span is what the run did next: ``proceed`` | ``withhold`` | ``raise``."""
+CONFESSION_REVIEW_REVIEWER: Final = "confession.review.reviewer"
+"""Who decided, as the review inbox or CLI names them (``user@host:pid`` by default), or
+:data:`REVIEWER_UNKNOWN` for a bare ``Command(resume=...)`` that names nobody."""
+REVIEWER_UNKNOWN: Final = "unknown"
+CONFESSION_REVIEW_DECIDED_AT: Final = "confession.review.decided_at"
+"""When the reviewer decided (ISO 8601, UTC): the claim time, or when it was applied."""
+CONFESSION_REVIEW_MESSAGE: Final = "confession.review.message"
+"""*content*: the reviewer's note on a rejection."""
+CONFESSION_REVIEW_EDITED_ANSWER: Final = "confession.review.edited_answer"
+"""*content*: the answer a reviewer wrote in place of the withheld one (``edit``)."""
 
 # --- LangChain / LangSmith run marking ---------------------------------------------
 LANGCHAIN_RUN_NAME: Final = "confession_verdict"

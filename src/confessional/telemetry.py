@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 from uuid import UUID
 
@@ -33,7 +34,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import Logger, LoggerProvider, LogRecord, get_logger
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from confessional import semconv
@@ -49,8 +51,10 @@ __all__ = [
     "ConfessionSpan",
     "ConfessionTelemetry",
     "SpanEventPlacement",
+    "confession_traceparent",
     "resolve_parent_span",
     "score_label",
+    "span_context_from_traceparent",
     "span_context_of",
 ]
 
@@ -114,6 +118,33 @@ def _remember(confession_id: str, context: trace.SpanContext) -> None:
         _RECENT_SPANS.move_to_end(confession_id)
         while len(_RECENT_SPANS) > _RECENT_SPANS_MAX:
             _RECENT_SPANS.popitem(last=False)
+
+
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+_TRACEPARENT = "traceparent"
+
+
+def confession_traceparent(confession_id: str) -> str | None:
+    """The W3C ``traceparent`` of a confession span recorded in this process, or ``None``.
+
+    A review payload carries it, so the process that applies the decision (maybe another
+    one, resuming from the checkpointer) can put the decision in the confession's trace.
+    """
+    context = span_context_of(confession_id)
+    if context is None:
+        return None
+    carrier: dict[str, str] = {}
+    _TRACE_CONTEXT.inject(carrier, trace.set_span_in_context(trace.NonRecordingSpan(context)))
+    return carrier.get(_TRACEPARENT)
+
+
+def span_context_from_traceparent(value: str | None) -> trace.SpanContext | None:
+    """The span context a W3C ``traceparent`` names, or ``None`` if absent or malformed."""
+    if not value:
+        return None
+    extracted = _TRACE_CONTEXT.extract({_TRACEPARENT: value})
+    context = trace.get_current_span(extracted).get_span_context()
+    return context if context.is_valid else None
 
 
 def _capture_mode(value: CaptureMode | bool | None) -> CaptureMode:
@@ -458,6 +489,65 @@ class ConfessionTelemetry:
                 handle.record(confession)
         self._flag_enclosing(confession, active)
 
+    def review_decision(
+        self,
+        *,
+        confession_id: str,
+        decision: str,
+        action: str,
+        reviewer: str | None,
+        decided_at: str | None = None,
+        message: str | None = None,
+        edited_answer: str | None = None,
+        confession_span: trace.SpanContext | None = None,
+    ) -> None:
+        """Record a reviewer's decision as a ``confession.review.decision`` span. Never raises.
+
+        The confession span has ended by the time anyone decides, and the decision may be
+        applied in another process, so the decision is a span of its own: a child of
+        ``confession_span`` (hence in the confession's trace) with a link to it. Without
+        ``confession_span`` it nests under the current span, as a confession would.
+        ``message`` and ``edited_answer`` are reviewer-written text: recorded only where
+        content capture allows, redacted and bounded.
+        """
+        try:
+            attributes: dict[str, AttributeValue] = {
+                semconv.CONFESSION_ID: self.bound(confession_id),
+                semconv.CONFESSION_REVIEW_DECISION: decision,
+                semconv.CONFESSION_ACTION: action,
+                semconv.CONFESSION_REVIEW_REVIEWER: self.bound(
+                    reviewer or semconv.REVIEWER_UNKNOWN
+                ),
+                semconv.CONFESSION_REVIEW_DECIDED_AT: self.bound(
+                    decided_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+                ),
+            }
+            if self.content_on_span:
+                if message:
+                    attributes[semconv.CONFESSION_REVIEW_MESSAGE] = self.text(message)
+                if edited_answer is not None:
+                    attributes[semconv.CONFESSION_REVIEW_EDITED_ANSWER] = self.text(edited_answer)
+            if confession_span is not None and confession_span.is_valid:
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(confession_span))
+                links = [Link(confession_span)]
+            else:
+                parent, links = self.current_parent(), []
+            span = self._tracer.start_span(
+                semconv.REVIEW_DECISION_SPAN_NAME,
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                links=links,
+            )
+            span.end()
+        except Exception as exc:
+            report_failure(
+                "telemetry",
+                type(exc).__name__,
+                "could not record the review decision on the trace",
+                exc_info=exc,
+            )
+
     def _flag_enclosing(self, confession: Confession, active: ConfessionSpan | None) -> None:
         """Mark the enclosing agent span (it must still be open) for filtering: flagged or
         halted runs get ``confession.flagged``, failed confessions ``confession.status``."""
@@ -603,6 +693,8 @@ class ConfessionSpan:
         }
         if agent_name:
             attributes[semconv.GEN_AI_AGENT_NAME] = t.bound(agent_name)
+        if confession.replay is not None:
+            attributes[semconv.CONFESSION_REPLAY] = confession.replay
         if confession.model_name:
             attributes[semconv.GEN_AI_REQUEST_MODEL] = t.bound(confession.model_name)
             attributes[semconv.CONFESSION_MODEL_NAME] = t.bound(confession.model_name)
