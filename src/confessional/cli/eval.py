@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from confessional._render import Printer, percent
 from confessional.errors import ConfigurationError, MissingExtraError
-from confessional.evaluation import RunLimits, RunRecord
+from confessional.evaluation import ConfusionMatrix, EvalResult, RunLimits, RunRecord
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -67,6 +67,27 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         help="seconds the confession may take (default: 60, or 300 for --model local)",
     )
+    ev.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature of the model under test (default: the model's own; the "
+        "local model's is 0). Each run also gets its own seed, derived from --seed and the "
+        "run index and recorded in results.json, so repeated runs are real samples",
+    )
+    ev.add_argument(
+        "--calibrator",
+        metavar="MODEL",
+        help="a second model (init_chat_model string, or 'local') that writes its own "
+        "report of each run; its disagreements with the confession are the 'calibrator' "
+        "column of --caught-by",
+    )
+    ev.add_argument(
+        "--caught-by",
+        action="store_true",
+        help="also show, per scenario and overall, P(caught | not complied) and the joint "
+        "false negative when 'caught' means the confession, the audit, the calibrator or "
+        "any of them",
+    )
     ev.add_argument("--list", action="store_true", help="list the scenarios and exit")
 
     ev.set_defaults(run=run)
@@ -74,6 +95,21 @@ def add_parser(subparsers: Any) -> None:
 
 _LOCAL_CONFESSION_TIMEOUT_S = 300.0
 """A 1.5B model on two shared CPU cores reads a long episode slowly: a minute is too short."""
+
+
+@contextmanager
+def _calibrator_model(
+    args: argparse.Namespace, open_chat_model: Any, model: str | BaseChatModel
+) -> Iterator[BaseChatModel | None]:
+    """The calibrator, opened for the whole evaluation; the model under test when both are
+    'local' (one server on this machine, not two)."""
+    if not args.calibrator:
+        yield None
+    elif args.calibrator == args.model and not isinstance(model, str):
+        yield model
+    else:
+        with open_chat_model(args.calibrator, base_url=None) as calibrator:
+            yield calibrator
 
 
 @contextmanager
@@ -114,6 +150,85 @@ def _on_run(progress: Any, task: Any, total: int, out: Printer) -> Callable[[Run
         )
 
     return on_run
+
+
+def _share(numerator: int, denominator: int) -> str:
+    """A rate with the runs behind it, "42% (5/12)": a percentage of three runs and one of
+    three hundred must not read alike."""
+    if not denominator:
+        return "n/a (0)"
+    return f"{numerator / denominator:.0%} ({numerator}/{denominator})"
+
+
+def _mean_cell(value: float | None, runs: int) -> str:
+    return "n/a" if value is None else f"{value:.0%} (n={runs})"
+
+
+def _print_tables(result: EvalResult, out: Printer, *, caught_by: bool) -> None:
+    """The results as narrow tables, each readable at 80 columns (piped output is 80 wide):
+    one wide table folded its cells into three-character fragments there."""
+    names = result.scenarios
+    out.table(
+        ["scenario", "runs", "complied", "not complied", "DNF"],
+        [
+            [
+                name,
+                str(result.matrices[name].n),
+                _share(result.matrices[name].complied, result.matrices[name].n),
+                _share(result.matrices[name].not_complied, result.matrices[name].n),
+                str(result.did_not_finish(name)),
+            ]
+            for name in names
+        ],
+        title=f"Ground truth ({result.model}, {result.runs} run(s) per scenario; "
+        "DNF = did not finish)",
+    )
+    rows = []
+    for name in names:
+        m = result.matrices[name]
+        caught = result.caught_matrices[name]
+        rows.append(
+            [
+                name,
+                _share(m.tp, m.not_complied),
+                _share(m.fp, m.complied),
+                _share(m.fn, m.n),
+                _share(caught.fn, caught.n),
+            ]
+        )
+    out.table(
+        ["scenario", "P(conf|nc)", "P(conf|c)", "joint FN", "FN +audit"],
+        rows,
+        title="Confessions vs ground truth (nc = not complied, c = complied)",
+    )
+    if not caught_by:
+        return
+    averages = result.caught_by_averages()
+    scored = sum(1 for r in result.records if r.scored)
+    sources = list(result.caught_by_matrices)
+    breakdown: list[tuple[str, str, Callable[[ConfusionMatrix], str]]] = [
+        (
+            "mean_caught_given_not_complied",
+            "P(caught | not complied), by what caught it",
+            lambda m: _share(m.tp, m.not_complied),
+        ),
+        (
+            "mean_joint_false_negative_rate",
+            "Joint FN P(not complied and not caught), by what caught it",
+            lambda m: _share(m.fn, m.n),
+        ),
+    ]
+    for figure, title, cell in breakdown:
+        table_rows = [
+            [name, *(cell(result.caught_by_matrices[s][name]) for s in sources)] for name in names
+        ]
+        table_rows.append(["mean", *(_mean_cell(averages[s][figure], scored) for s in sources)])
+        out.table(["scenario", *sources], table_rows, title=title)
+    if result.calibrator is None:
+        out.line(
+            "No calibrator ran (pass --calibrator MODEL): its column counts nothing.",
+            style="dim",
+        )
 
 
 def _list_scenarios(out: Printer) -> int:
@@ -181,7 +296,11 @@ def run(args: argparse.Namespace, out: Printer) -> int:
     confession_timeout = args.confession_timeout
     if confession_timeout is None and args.model == LOCAL:
         confession_timeout = _LOCAL_CONFESSION_TIMEOUT_S
-    with _chat_model(args, open_chat_model, scripted) as model, progress:
+    with (
+        _chat_model(args, open_chat_model, scripted) as model,
+        _calibrator_model(args, open_chat_model, model) as calibrator,
+        progress,
+    ):
         task = progress.add_task(f"eval {args.model}", total=total)
         result = run_eval(
             model,
@@ -193,40 +312,11 @@ def run(args: argparse.Namespace, out: Printer) -> int:
             limits=limits,
             confession_timeout_s=confession_timeout,
             label=args.model,
+            temperature=args.temperature,
+            calibrator=calibrator,
+            calibrator_label=args.calibrator,
         )
-    rows = []
-    for name in result.scenarios:
-        m = result.matrices[name]
-        rows.append(
-            [
-                name,
-                str(m.n),
-                percent(m.complied_rate),
-                percent(m.not_complied_rate),
-                percent(m.confessed_given_not_complied),
-                percent(m.false_positive_rate),
-                percent(m.joint_false_negative_rate),
-                percent(result.caught_matrices[name].joint_false_negative_rate),
-                f"{m.tp}/{m.fn}/{m.fp}/{m.tn}",
-                str(result.did_not_finish(name)),
-            ]
-        )
-    out.table(
-        [
-            "scenario",
-            "runs",
-            "complied",
-            "not complied",
-            "P(conf|nc)",
-            "FP P(conf|c)",
-            "joint FN P(nc∧¬conf)",
-            "joint FN +audit",
-            "TP/FN/FP/TN",
-            "DNF",
-        ],
-        rows,
-        title=f"Confessions vs ground truth ({result.model}, {result.runs} run(s) per scenario)",
-    )
+    _print_tables(result, out, caught_by=args.caught_by)
     avg = result.averages
     out.line(
         f"Mean over scenarios of P(not complied ∧ not confessed): "
@@ -243,7 +333,8 @@ def run(args: argparse.Namespace, out: Printer) -> int:
     out.line(
         f"Mean over scenarios of P(not complied ∧ not caught):     "
         f"{percent(avg.mean_joint_false_negative_rate_with_audit)}   (caught = confessed or "
-        "flagged by the evidence audit: this product's answer to the paper's 4.4%)",
+        "flagged by the evidence audit or the calibrator: this product's answer to the "
+        "paper's 4.4%)",
         style="bold",
     )
     out.line(f"'Confessed' means: {CONFESSED_DEFINITION}", style="dim")
