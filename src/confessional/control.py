@@ -103,7 +103,17 @@ def _hitl_response_schema(offered: Sequence[DecisionType]) -> JsonSchemaValue:
             "required": ["type", "edited_action"],
         },
     }
-    items = [{"type": "object", "required": ["type"], **variants[kind]} for kind in offered]
+    # Optional on every decision: who decided, recorded on the trace ("unknown" without it).
+    reviewer = {"reviewer": {"type": "string"}}
+    items = [
+        {
+            "type": "object",
+            "required": ["type"],
+            **variants[kind],
+            "properties": {**variants[kind]["properties"], **reviewer},
+        }
+        for kind in offered
+    ]
     return {
         "title": "HITLResponse",
         "description": "One decision on the confession review. 'approve' / 'reject' "
