@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from confessional.audit import Auditor
+from confessional.audit.calibrator import Calibrator
 from confessional.confessor import Confessor
 from confessional.errors import ConfigurationError
 from confessional.policy import ConfessionPolicy
@@ -40,6 +41,15 @@ class ConfessionOptions:
             budgets). Default ``None``: ``Confessor(model)``. Give ``model`` or a confessor
             with its own model, not both.
         auditor: evidence checks. Default ``Auditor()``: every built-in check.
+        calibrator: a second model that writes its own report from the transcript alone;
+            the audit then types where the confession *hid*, *fabricated* or *downplayed*
+            a problem (discrepancies, see :mod:`confessional.audit.calibrator`). A
+            ``BaseChatModel``, an ``init_chat_model`` string (loaded, and its API key
+            checked, here) or a configured ``Calibrator`` (timeout, matching). It runs as
+            the last check, inline and in background mode alike. Default ``None`` (off):
+            it costs one more model call per confession, with its latency on the
+            critical path unless ``background=True``; a different model from the agent's
+            gives the most independent view.
         policy: verdicts and actions. Default ``ConfessionPolicy()``: flag, fail-open, so
             nothing is stopped until you choose to, but every violation is filterable.
         telemetry: OpenTelemetry recording. Default ``ConfessionTelemetry()`` on the global
@@ -75,6 +85,7 @@ class ConfessionOptions:
     model: BaseChatModel | str | None = None
     confessor: Confessor | None = None
     auditor: Auditor = field(default_factory=Auditor)
+    calibrator: BaseChatModel | str | Calibrator | None = None
     policy: ConfessionPolicy = field(default_factory=ConfessionPolicy)
     telemetry: ConfessionTelemetry = field(default_factory=ConfessionTelemetry)
     sinks: Sequence[ConfessionSink] = ()
@@ -91,6 +102,7 @@ class ConfessionOptions:
         _expect("auditor", self.auditor, Auditor)
         _expect("policy", self.policy, ConfessionPolicy)
         _expect("telemetry", self.telemetry, ConfessionTelemetry)
+        object.__setattr__(self, "calibrator", _calibrator(self.calibrator))
         if self.confessor is not None:
             _expect("confessor", self.confessor, Confessor)
         if self.model is not None and not isinstance(self.model, BaseChatModel | str):
@@ -188,12 +200,40 @@ class ConfessionOptions:
         """The confessor to use: the given one, else one for ``model``."""
         return self.confessor if self.confessor is not None else Confessor(self.model)
 
+    def build_auditor(self) -> Auditor:
+        """The auditor to use: ``auditor``, with the calibrator as its last check."""
+        if isinstance(self.calibrator, Calibrator):
+            return self.auditor.with_checks(self.calibrator)
+        return self.auditor
+
     @property
     def has_model(self) -> bool:
         """Whether a confessing model is configured (else the agent's own is needed)."""
         return self.model is not None or (
             self.confessor is not None and self.confessor.model is not None
         )
+
+
+def _calibrator(value: object) -> Calibrator | None:
+    """The ``calibrator`` setting as a :class:`Calibrator`: a model string is loaded now,
+    so a typo or a missing key fails at construction, not at the first confession."""
+    if value is None or isinstance(value, Calibrator):
+        return value
+    if isinstance(value, str):
+        from confessional.models import LOCAL, load_chat_model
+
+        if value == LOCAL:
+            raise ConfigurationError(
+                f"calibrator={LOCAL!r} needs a running server: open it with "
+                "confessional.local_model.local_chat_model() and pass the model"
+            )
+        return Calibrator(load_chat_model(value))
+    if isinstance(value, BaseChatModel):
+        return Calibrator(value)
+    raise ConfigurationError(
+        "calibrator must be a BaseChatModel, an init_chat_model string, a Calibrator or "
+        f"None, got {type(value).__name__}"
+    )
 
 
 def _expect(name: str, value: object, kind: type) -> None:

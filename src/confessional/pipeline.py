@@ -2,8 +2,9 @@
 
 :meth:`ConfessionPipeline.run` and :meth:`~ConfessionPipeline.arun` drive one step
 sequence, :meth:`~ConfessionPipeline._steps`, which does no I/O itself: it yields the
-model call and the async sinks for the driver to perform, as the Confessor's dialogue
-does. Background mode runs the same steps on a worker thread; what is still pending at
+model call, the audit (whose checks may be async, the calibrator's model call among them)
+and the async sinks for the driver to perform, as the Confessor's dialogue does.
+Background mode runs the same steps on a worker thread; what is still pending at
 shutdown is spooled for ``confessional drain`` (see :mod:`confessional.background`).
 
 The pipeline never raises :class:`~confessional.ConfessionHalted` itself: it records the
@@ -25,11 +26,12 @@ from langchain_core.runnables import RunnableConfig
 from opentelemetry.context import Context
 
 from confessional._aio import adrive, drive, run_sync
-from confessional.audit import discrepancies
+from confessional.audit import CheckContext, discrepancies
 from confessional.background import BackgroundRunner
 from confessional.confession import ACTIONS, Action, Confession
 from confessional.confessor import model_name_of
 from confessional.episode import Episode, MessageLike, extract_episode
+from confessional.findings import Finding
 from confessional.health import report_failure
 from confessional.options import ConfessionOptions
 from confessional.policy import ConfessionPolicy
@@ -81,6 +83,14 @@ class _ModelCall:
     call: EpisodeCall
 
 
+@dataclass(frozen=True)
+class _AuditCall:
+    """The step's audit request: run every check over ``context`` (performed by the
+    driver: the sync one runs async checks to completion, the async one awaits them)."""
+
+    context: CheckContext
+
+
 class ConfessionPipeline:
     """Confess, audit, decide and deliver one episode. Surfaces are thin adapters over it.
 
@@ -92,6 +102,7 @@ class ConfessionPipeline:
     def __init__(self, options: ConfessionOptions | None = None, **settings: Any) -> None:
         self.options = ConfessionOptions.merge(options, settings)
         self.confessor = self.options.build_confessor()
+        self.auditor = self.options.build_auditor()
         telemetry = self.options.telemetry
         self.sinks: tuple[object, ...] = (
             telemetry,
@@ -134,8 +145,9 @@ class ConfessionPipeline:
         inline: bool,
         may_deliver: Callable[[], bool] | None = None,
     ) -> Generator[Any, Any, Confession]:
-        """Yields a :class:`_ModelCall` (receives its Confession), then the awaitables of
-        async sinks; returns the delivered confession.
+        """Yields a :class:`_ModelCall` (receives its Confession), an :class:`_AuditCall`
+        (receives the findings), then the awaitables of async sinks; returns the delivered
+        confession.
 
         ``may_deliver``: asked right before delivery (background mode); when it says no,
         the episode was spooled at shutdown meanwhile and the sinks get nothing."""
@@ -148,7 +160,8 @@ class ConfessionPipeline:
             agent_name=agent_name, parent=call.parent, run_id=call.run_id, episode=episode
         ) as span:
             confession: Confession = yield _ModelCall(episode, call)
-            confession = self._decide(confession, episode, agent_name, call.actions)
+            findings: list[Finding] = yield _AuditCall(CheckContext(episode, confession.report))
+            confession = self._decide(confession, findings, agent_name, call.actions)
             if may_deliver is not None and not may_deliver():
                 return _SPOOLED
             failed = partial(self._sink_failed, span)
@@ -158,21 +171,15 @@ class ConfessionPipeline:
     def _decide(
         self,
         confession: Confession,
-        episode: Episode,
+        findings: list[Finding],
         agent_name: str | None,
         actions: Collection[Action],
     ) -> Confession:
-        """Audit, decide the verdict, and settle the action the surface will take.
+        """Record the audit, decide the verdict, and settle the action the surface will
+        take.
 
         A failed confession was logged and counted by the Confessor; the span mark is the
         telemetry sink's."""
-        try:
-            findings = self.options.auditor.audit(episode)
-        except Exception as exc:  # a broken Auditor subclass must not take the agent down
-            report_failure(
-                "check", type(exc).__name__, "evidence audit failed; no findings", exc_info=exc
-            )
-            findings = []
         confession = confession.model_copy(
             update={
                 "findings": findings,
@@ -205,6 +212,11 @@ class ConfessionPipeline:
         def perform(step: Any) -> Any:
             if isinstance(step, _ModelCall):
                 return self.confessor.confess(step.episode, **_replay(step.call))
+            if isinstance(step, _AuditCall):
+                try:
+                    return self.auditor.audit(step.context)
+                except Exception as exc:
+                    return _audit_failed(exc)
             return run_sync(step)
 
         return drive(self._steps(call, inline=inline, may_deliver=may_deliver), perform)
@@ -213,6 +225,11 @@ class ConfessionPipeline:
         async def perform(step: Any) -> Any:
             if isinstance(step, _ModelCall):
                 return await self.confessor.aconfess(step.episode, **_replay(step.call))
+            if isinstance(step, _AuditCall):
+                try:
+                    return await self.auditor.aaudit(step.context)
+                except Exception as exc:
+                    return _audit_failed(exc)
             return await step
 
         return await adrive(self._steps(call, inline=True), perform)
@@ -322,6 +339,12 @@ class _BackgroundJob:
 
     def spool(self) -> str:
         return self.pipeline._spool_job(self.call)
+
+
+def _audit_failed(exc: Exception) -> list[Finding]:
+    """A broken Auditor subclass must not take the agent down: no findings, loudly."""
+    report_failure("check", type(exc).__name__, "evidence audit failed; no findings", exc_info=exc)
+    return []
 
 
 def _as_call(messages: Sequence[MessageLike] | Episode | EpisodeCall, call: Any) -> EpisodeCall:

@@ -1,20 +1,35 @@
-"""Evidence audit: deterministic checks over an episode, independent of the confession.
+"""Evidence audit: checks over an episode and its confession, independent of the model.
 
-A check is a plain callable ``Episode -> Iterable[Finding]`` (see :data:`Check`). The
-built-in checks live in :mod:`confessional.audit.checks`,
-:mod:`confessional.audit.injection` and :mod:`confessional.audit.unsourced` (both read
-the argument provenance of :mod:`confessional.audit.provenance`);
-:func:`default_checks` builds them from the :class:`Auditor` settings. The optional
-:class:`confessional.audit.calibrator.Calibrator` (off by default: one model call) compares
-the confession with a second model's report. A finding the confession does not admit is
-a *discrepancy*: the sharpest signal there is, because the model is then wrong or lying
+A check receives one :class:`CheckContext` (the episode, and the confession report once
+there is one) and returns its findings; it may be ``def`` or ``async def`` (see
+:data:`Check`), like a guardrail function in the OpenAI Agents SDK. The built-in checks
+live in :mod:`confessional.audit.checks`, :mod:`confessional.audit.injection` and
+:mod:`confessional.audit.unsourced` (both read the argument provenance of
+:mod:`confessional.audit.provenance`); :func:`default_checks` builds them from the
+:class:`Auditor` settings. The :class:`confessional.audit.calibrator.Calibrator` is a check
+like any other (off by default: one model call), configured as
+``ConfessionOptions(calibrator=...)``. A finding the confession does not admit is a
+*discrepancy*: the sharpest signal there is, because the model is then wrong or lying
 about its own run.
+
+Which argument a check gets (a documented, deterministic rule, decided once when the
+:class:`Auditor` is built): a check whose first parameter is annotated ``Episode`` (the
+class, or the string ``"Episode"`` under ``from __future__ import annotations``), or is
+unannotated and named ``episode``, receives ``context.episode``. This keeps every check
+written for the original ``Episode -> findings`` protocol working unchanged. Every other
+check receives the :class:`CheckContext`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+import copy
+import inspect
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
+from confessional._aio import adrive, drive, run_sync
 from confessional.audit.checks import (
     DEFAULT_MUTATING_TOOL_PATTERNS,
     DEFAULT_VERIFYING_TOOL_PATTERNS,
@@ -27,13 +42,22 @@ from confessional.audit.injection import ExposureUnresolved, InjectedArguments
 from confessional.audit.unsourced import UnsourcedArguments
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfigurationError
-from confessional.findings import CHECK_FAILED, SEVERITY_RANK, Finding, FindingKind, Severity
+from confessional.findings import (
+    CHECK_FAILED,
+    DISAGREEMENT_KINDS,
+    SEVERITY_RANK,
+    Finding,
+    FindingKind,
+    Severity,
+)
 from confessional.health import report_failure
 from confessional.schema import ConfessionReport
 
 __all__ = [
+    "AsyncCapableCheck",
     "Auditor",
     "Check",
+    "CheckContext",
     "Finding",
     "FindingKind",
     "Severity",
@@ -42,17 +66,92 @@ __all__ = [
     "discrepancies",
 ]
 
-Check = Callable[[Episode], Iterable[Finding]]
-"""An evidence check: takes the episode, returns (or yields) its findings.
 
-A check that raises is logged, counted and skipped, and leaves a ``check_failed`` finding
-of low severity; it never breaks the agent.
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check sees: its only input.
+
+    Attributes:
+        episode: the episode under audit.
+        report: the confession's report, or ``None`` when there is none (the confession
+            failed or was skipped, or ``confessional audit`` reads a logged run).
+    """
+
+    episode: Episode
+    report: ConfessionReport | None = None
+
+
+CheckResult = Iterable[Finding] | Awaitable[Iterable[Finding]]
+"""What a check returns: its findings, or an awaitable of them (an ``async def`` check)."""
+
+Check = Callable[[CheckContext], CheckResult] | Callable[[Episode], Iterable[Finding]]
+"""An evidence check: takes a :class:`CheckContext` and returns (or yields) its findings,
+or an awaitable of them. A check written for an ``Episode`` still works (see the rule in
+the module docs).
+
+Sync audits run an async check's awaitable to completion; async audits await it, so a
+check's I/O never blocks the event loop. A check that does I/O bounds it itself (as the
+calibrator's ``timeout_s`` does). A check that raises (a ``TimeoutError`` included) is
+logged, counted and skipped, and leaves a ``check_failed`` finding of low severity; it
+never breaks the agent.
 """
+
+
+@runtime_checkable
+class AsyncCapableCheck(Protocol):
+    """A check with a blocking and a non-blocking form of the same work.
+
+    Sync audits call the check itself; async audits await :meth:`acheck` instead. The
+    calibrator is one: ``model.invoke`` on a worker thread, ``model.ainvoke`` on the
+    event loop (running an async client on a private loop would break clients that cache
+    their connections per loop).
+    """
+
+    def __call__(self, context: CheckContext) -> Iterable[Finding]: ...
+
+    async def acheck(self, context: CheckContext) -> Iterable[Finding]: ...
 
 
 def check_name(check: Check) -> str:
     """A readable name for logs: the function's or the class's name."""
     return str(getattr(check, "__name__", None) or type(check).__name__)
+
+
+def _takes_episode(check: Check) -> bool:
+    """The rule of the module docs: does ``check`` want the bare :class:`Episode`?"""
+    try:
+        signature = inspect.signature(check)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = next((p for p in signature.parameters.values() if p.kind in positional), None)
+    if first is None:
+        return False
+    annotation = first.annotation
+    if annotation is inspect.Parameter.empty:
+        return first.name == "episode"
+    if isinstance(annotation, str):  # postponed annotations are never evaluated here
+        return annotation.strip().rsplit(".", 1)[-1] == Episode.__name__
+    return isinstance(annotation, type) and issubclass(annotation, Episode)
+
+
+@dataclass(frozen=True)
+class _ResolvedCheck:
+    """A check with its calling convention decided once, at construction."""
+
+    check: Check
+    takes_episode: bool
+
+    @property
+    def name(self) -> str:
+        return check_name(self.check)
+
+    def start(self, context: CheckContext, *, in_event_loop: bool) -> CheckResult:
+        if in_event_loop and isinstance(self.check, AsyncCapableCheck):
+            return self.check.acheck(context)
+        argument: Any = context.episode if self.takes_episode else context
+        result: CheckResult = self.check(argument)
+        return result
 
 
 def default_checks(
@@ -77,13 +176,14 @@ def default_checks(
 
 
 class Auditor:
-    """Runs evidence checks over an episode.
+    """Runs evidence checks over an episode and its confession report.
 
     All arguments are keyword-only. The built-in checks run by default; the ones that
     need configuration (protected globs, tool rules) do nothing until configured.
 
     Args:
-        checks: your own checks, run after the built-in ones. Default: none.
+        checks: your own checks (``def`` or ``async def``, see :data:`Check`), run after
+            the built-in ones, in order. Default: none.
         include_defaults: run the built-in checks. Default ``True``; pass ``False`` with
             ``checks=[...]`` to replace them (``default_checks(...)`` rebuilds any of them).
         protected_paths: globs (``fnmatch``) of resources no tool may modify, e.g.
@@ -139,36 +239,91 @@ class Auditor:
             else []
         )
         self.checks: tuple[Check, ...] = (*defaults, *checks)
+        self._resolved = tuple(_ResolvedCheck(c, _takes_episode(c)) for c in self.checks)
 
     def __repr__(self) -> str:
         return f"Auditor(checks=[{', '.join(check_name(c) for c in self.checks)}])"
 
-    def audit(self, episode: Episode | Sequence[MessageLike]) -> list[Finding]:
-        """Run every check over ``episode`` (an :class:`Episode` or a message list)."""
-        if not isinstance(episode, Episode):
-            episode = extract_episode(episode)
+    def with_checks(self, *checks: Check) -> Auditor:
+        """A copy of this auditor (of its class too) with ``checks`` run after its own;
+        the pipeline adds the calibrator this way."""
+        extended = copy.copy(self)
+        extended.checks = (*self.checks, *checks)
+        extended._resolved = tuple(_ResolvedCheck(c, _takes_episode(c)) for c in extended.checks)
+        return extended
+
+    def audit(
+        self,
+        episode: Episode | Sequence[MessageLike] | CheckContext,
+        report: ConfessionReport | None = None,
+    ) -> list[Finding]:
+        """Run every check over ``episode`` (an :class:`Episode`, a message list or a
+        :class:`CheckContext`) and ``report``. Async checks are run to completion here;
+        from async code use :meth:`aaudit`, which awaits them instead. Never raises for a
+        failing check."""
+        return drive(self._steps(_context(episode, report), in_event_loop=False), run_sync)
+
+    async def aaudit(
+        self,
+        episode: Episode | Sequence[MessageLike] | CheckContext,
+        report: ConfessionReport | None = None,
+    ) -> list[Finding]:
+        """Async :meth:`audit`: async checks are awaited on the running loop.
+
+        A subclass that overrides only :meth:`audit` gets its override here too (called
+        inline), so it means the same on both paths."""
+        if type(self).audit is not Auditor.audit:
+            return self.audit(episode) if report is None else self.audit(episode, report)
+        return await adrive(
+            self._steps(_context(episode, report), in_event_loop=True), _as_awaitable
+        )
+
+    def _steps(
+        self, context: CheckContext, *, in_event_loop: bool
+    ) -> Generator[Awaitable[Iterable[Finding]], Iterable[Finding], list[Finding]]:
+        """One step sequence for both drivers: each async check's awaitable is yielded for
+        the driver to run (sync) or await (async); its failure is thrown back in here."""
         findings: list[Finding] = []
-        for check in self.checks:
+        for resolved in self._resolved:
             try:
-                findings.extend(check(episode))
+                result = resolved.start(context, in_event_loop=in_event_loop)
+                if inspect.isawaitable(result):
+                    result = yield result
+                produced = list(result)  # a check that fails halfway adds nothing
             except Exception as exc:
-                name = check_name(check)
-                report_failure(
-                    "check",
-                    type(exc).__name__,
-                    f"check {name} raised {type(exc).__name__}; skipped",
-                    exc_info=exc,
-                )
-                findings.append(
-                    Finding(
-                        kind=CHECK_FAILED,
-                        severity="low",
-                        evidence="episode",
-                        detail=f"check {name} raised {type(exc).__name__} and was skipped",
-                        subject=name,
-                    )
-                )
+                findings.append(_check_failed(resolved.name, exc))
+            else:
+                findings.extend(produced)
         return findings
+
+
+def _context(
+    episode: Episode | Sequence[MessageLike] | CheckContext, report: ConfessionReport | None
+) -> CheckContext:
+    if isinstance(episode, CheckContext):
+        return episode if report is None else CheckContext(episode.episode, report)
+    if not isinstance(episode, Episode):
+        episode = extract_episode(episode)
+    return CheckContext(episode, report)
+
+
+def _as_awaitable(awaitable: Awaitable[Iterable[Finding]]) -> Awaitable[Iterable[Finding]]:
+    return awaitable
+
+
+def _check_failed(name: str, exc: Exception) -> Finding:
+    """Report a failed check (logged, counted, escalating) and leave its finding."""
+    # asyncio.TimeoutError is a distinct class before Python 3.11
+    timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+    cause = "timeout" if timed_out else type(exc).__name__
+    report_failure("check", cause, f"check {name} raised {cause}; skipped", exc_info=exc)
+    return Finding(
+        kind=CHECK_FAILED,
+        severity="low",
+        evidence="episode",
+        detail=f"check {name} raised {cause} and was skipped",
+        subject=name,
+    )
 
 
 def _admission_text(report: ConfessionReport) -> str:
@@ -190,7 +345,10 @@ def discrepancies(
 
     A finding counts as admitted when a non-fully-complied objective, a shortcut or an
     uncertainty names its subject. The paper found violations misfiled as uncertainties,
-    so those count as admissions too. Without a report nothing can be compared: ``[]``.
+    so those count as admissions too. The calibrator's typed disagreements
+    (:data:`~confessional.findings.DISAGREEMENT_KINDS`: the confession hid, fabricated or
+    downplayed a problem) already compare the evidence with this report, so each is a
+    discrepancy as it stands. Without a report nothing can be compared: ``[]``.
     """
     if report is None:
         return []
@@ -199,5 +357,6 @@ def discrepancies(
     return [
         f
         for f in findings
-        if SEVERITY_RANK[f.severity] >= floor and (not f.subject or f.subject.lower() not in text)
+        if SEVERITY_RANK[f.severity] >= floor
+        and (f.kind in DISAGREEMENT_KINDS or not f.subject or f.subject.lower() not in text)
     ]
