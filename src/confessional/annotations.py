@@ -10,8 +10,10 @@ on by default: add the ones you want. A missing backend package raises
 - :func:`langfuse_score`: a Langfuse score on the confession span's trace/observation.
 
 Free text (the explanation) is sent only with ``include_explanation=True``, after the
-optional ``redact`` hook, for the same privacy reasons as the spans. Sinks never raise:
-a backend outage is logged.
+optional ``redact`` hook, for the same privacy reasons as the spans. A backend outage
+raises out of the sink, and the pipeline reports it as it does every sink failure:
+logged, counted in :func:`~confessional.failure_counts`, marked on the confession span;
+the agent never sees it.
 """
 
 from __future__ import annotations
@@ -90,19 +92,16 @@ def phoenix_span_annotation(
         context = span_context_of(confession.id)
         if context is None or confession.status == "skipped":
             return
-        try:
-            client.spans.add_span_annotation(
-                span_id=format(context.span_id, "016x"),
-                annotation_name=annotation_name,
-                annotator_kind="LLM",
-                label=confession.verdict,
-                score=_score(confession),
-                explanation=_explain(confession, include_explanation, redact),
-                metadata=_metadata(confession),
-                sync=False,  # queued: Phoenix may not have ingested the span yet
-            )
-        except Exception:
-            logger.warning("Phoenix span annotation failed", exc_info=True)
+        client.spans.add_span_annotation(
+            span_id=format(context.span_id, "016x"),
+            annotation_name=annotation_name,
+            annotator_kind="LLM",
+            label=confession.verdict,
+            score=_score(confession),
+            explanation=_explain(confession, include_explanation, redact),
+            metadata=_metadata(confession),
+            sync=False,  # queued: Phoenix may not have ingested the span yet
+        )
 
     return sink
 
@@ -134,22 +133,19 @@ def langsmith_feedback(
     def sink(confession: Confession) -> None:
         if confession.status == "skipped":
             return
-        try:
-            run = get_current_run_tree()
-            if run is None:
-                logger.debug("no current LangSmith run; feedback not sent")
-                return
-            client.create_feedback(
-                run.id,
-                key=key,
-                score=_score(confession),
-                value=confession.verdict,
-                comment=_explain(confession, include_explanation, redact),
-                trace_id=getattr(run, "trace_id", None),
-                extra=_metadata(confession),
-            )
-        except Exception:
-            logger.warning("LangSmith feedback failed", exc_info=True)
+        run = get_current_run_tree()
+        if run is None:
+            logger.debug("no current LangSmith run; feedback not sent")
+            return
+        client.create_feedback(
+            run.id,
+            key=key,
+            score=_score(confession),
+            value=confession.verdict,
+            comment=_explain(confession, include_explanation, redact),
+            trace_id=getattr(run, "trace_id", None),
+            extra=_metadata(confession),
+        )
 
     return sink
 
@@ -181,16 +177,13 @@ def langfuse_score(
         score = _score(confession)
         if context is None or score is None:
             return
-        try:
-            client.create_score(
-                name=name,
-                value=score,
-                trace_id=format(context.trace_id, "032x"),
-                observation_id=format(context.span_id, "016x"),
-                comment=_explain(confession, include_explanation, redact),
-                metadata=_metadata(confession),
-            )
-        except Exception:
-            logger.warning("Langfuse score failed", exc_info=True)
+        client.create_score(
+            name=name,
+            value=score,
+            trace_id=format(context.trace_id, "032x"),
+            observation_id=format(context.span_id, "016x"),
+            comment=_explain(confession, include_explanation, redact),
+            metadata=_metadata(confession),
+        )
 
     return sink

@@ -50,6 +50,7 @@ __all__ = [
     "background_counts",
     "flush_background",
     "install_signal_handlers",
+    "on_shutdown",
 ]
 
 DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
@@ -291,10 +292,35 @@ def flush_background(timeout: float | None = None, *, spool_unfinished: bool = F
 _shutdown_lock = threading.Lock()
 _shutdown_deadline: float | None = None
 _previous: dict[int, Any] = {}
+_hooks: list[weakref.WeakMethod[Callable[[], None]]] = []
+_hooks_lock = threading.Lock()
+
+
+def on_shutdown(hook: Callable[[], None]) -> None:
+    """Call the bound method ``hook`` at shutdown, after the background confessions were
+    flushed or spooled (pipelines flush and close their sinks there). Held weakly: a
+    pipeline that was garbage-collected is skipped. Registers the exit handler."""
+    with _hooks_lock:
+        _hooks[:] = [ref for ref in _hooks if ref() is not None]
+        _hooks.append(weakref.WeakMethod(hook))  # type: ignore[arg-type]
+    _register_at_exit()
+
+
+def _run_hooks() -> None:
+    with _hooks_lock:
+        hooks = [hook for hook in (ref() for ref in _hooks) if hook is not None]
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as exc:  # one pipeline's sinks must not keep the others open
+            report_failure(
+                "sink", type(exc).__name__, "closing sinks at shutdown failed", exc_info=exc
+            )
 
 
 def _shutdown() -> None:
-    """One bounded flush for the whole process, then spool the rest.
+    """One bounded flush for the whole process, then spool the rest, then the
+    :func:`on_shutdown` hooks (sinks are flushed and closed).
 
     The budget (the longest ``flush_timeout_s`` of the pipelines) starts at the first
     shutdown event; a signal followed by interpreter exit shares it.
@@ -304,12 +330,12 @@ def _shutdown() -> None:
         return  # a signal arrived while this thread was already shutting down
     try:
         runners = list(_RUNNERS)
-        if not runners:
-            return
-        if _shutdown_deadline is None:
-            budget = max(runner.flush_timeout_s for runner in runners)
-            _shutdown_deadline = time.monotonic() + budget
-        flush_background(_remaining(_shutdown_deadline), spool_unfinished=True)
+        if runners:
+            if _shutdown_deadline is None:
+                budget = max(runner.flush_timeout_s for runner in runners)
+                _shutdown_deadline = time.monotonic() + budget
+            flush_background(_remaining(_shutdown_deadline), spool_unfinished=True)
+        _run_hooks()
     finally:
         _shutdown_lock.release()
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from confessional.findings import Finding
 from confessional.schema import ConfessionReport
 
-__all__ = ["ACTIONS", "Action", "Confession", "ConfessionStatus", "Verdict"]
+__all__ = ["ACTIONS", "Action", "Confession", "ConfessionStatus", "Replay", "Verdict"]
 
 ConfessionStatus = Literal["ok", "error", "skipped"]
 """``ok``: a report was obtained; ``error``: the model failed, timed out or wrote no valid
@@ -29,6 +29,11 @@ Action = Literal["proceed", "withhold", "review", "raise"]
 """
 
 ACTIONS: tuple[Action, ...] = get_args(Action)
+
+Replay = Literal["exact", "without_tools"]
+"""How the agent's request was replayed: ``exact`` (its tools bound again, its messages
+as they were), or ``without_tools`` (the confessing model cannot bind tools: nothing is
+bound, and the episode's tool calls and results are written out as text)."""
 
 
 class Confession(BaseModel):
@@ -63,6 +68,9 @@ class Confession(BaseModel):
     agent_name: str | None = None
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     duration_s: float = 0.0
+    replay: Replay | None = None
+    """How the agent's request was replayed (see :data:`Replay`); ``None`` when no model
+    was called."""
 
     @property
     def violation(self) -> bool:

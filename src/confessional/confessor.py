@@ -9,6 +9,7 @@ and retry logic; :meth:`Confessor.confess` and :meth:`Confessor.aconfess` only d
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from confessional._aio import adrive, drive
 from confessional._callbacks import tracer_watching
 from confessional._scrub import scrub_error
 from confessional._timeouts import await_with_timeout, run_with_timeout
-from confessional.confession import Confession
+from confessional.confession import Confession, Replay
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfessionParseError, ConfigurationError
 from confessional.health import report_failure
@@ -33,6 +34,7 @@ from confessional.parsing import parse_report, quoted_reports
 from confessional.request import (
     RequestRole,
     bind_replay,
+    binds_tools,
     build_request,
     build_retry,
     model_rejects_late_system,
@@ -67,6 +69,8 @@ Note: OpenAI places a response-format schema before the system message on its si
 ``structured`` confession shares the agent's cached tools and messages on the wire but
 may miss the provider's cache; ``text`` keeps it whole.
 """
+
+logger = logging.getLogger("confessional.confessor")
 
 CONFESSION_TAGS: tuple[str, ...] = ("nostream", "confessional")
 """Tags on the confession's own model call: ``nostream`` keeps its tokens out of
@@ -215,6 +219,24 @@ class _Job:
     started: float
     traced: bool
     """Whether a LangChain tracer watches the run (see :mod:`confessional._callbacks`)."""
+    replay: Replay
+
+
+_told_without_tools: set[type] = set()
+
+
+def _replay_for(chat: BaseChatModel) -> Replay:
+    """``exact`` unless the model cannot bind tools; that fallback is logged once per class."""
+    if binds_tools(chat):
+        return "exact"
+    if type(chat) not in _told_without_tools:
+        _told_without_tools.add(type(chat))
+        logger.info(
+            "%s cannot bind tools: its confessions replay the episode without tools, with "
+            "tool calls and results as text (the agent's own model keeps the exact replay)",
+            type(chat).__name__,
+        )
+    return "without_tools"
 
 
 def _reported(confession: Confession) -> Confession:
@@ -337,6 +359,7 @@ class Confessor:
             config=_call_config(config),
             started=started,
             traced=tracer_watching(config),
+            replay=_replay_for(chat),
         )
 
     def _result(self, job: _Job, report: ConfessionReport) -> Confession:
@@ -346,11 +369,16 @@ class Confessor:
             tool_call_count=len(job.episode.tool_calls),
             model_name=model_name_of(job.chat),
             duration_s=time.perf_counter() - job.started,
+            replay=job.replay,
         )
 
     @staticmethod
     def _failed(
-        episode: Episode, chat: BaseChatModel, started: float, exc: BaseException
+        episode: Episode,
+        chat: BaseChatModel,
+        started: float,
+        exc: BaseException,
+        replay: Replay | None = None,
     ) -> Confession:
         error, error_type = _describe(exc)
         return _reported(
@@ -361,6 +389,7 @@ class Confessor:
                 tool_call_count=len(episode.tool_calls),
                 model_name=model_name_of(chat),
                 duration_s=time.perf_counter() - started,
+                replay=replay,
             )
         )
 
@@ -476,7 +505,7 @@ class Confessor:
                 attempts=self.parse_retries + 2,
             )
         except Exception as exc:
-            return self._failed(job.episode, job.chat, job.started, exc)
+            return self._failed(job.episode, job.chat, job.started, exc, job.replay)
         return self._result(job, report)
 
     async def aconfess(
@@ -499,5 +528,5 @@ class Confessor:
         try:
             report = await await_with_timeout(adrive(self._dialogue(job), perform), self.timeout_s)
         except Exception as exc:
-            return self._failed(job.episode, job.chat, job.started, exc)
+            return self._failed(job.episode, job.chat, job.started, exc, job.replay)
         return self._result(job, report)

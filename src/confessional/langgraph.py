@@ -39,6 +39,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, MessagesState, StateGraph
 from langgraph.types import Command
+from typing_extensions import assert_never
 
 from confessional._graph import CheckpointerCheck
 from confessional.confession import Confession
@@ -138,15 +139,19 @@ class _ConfessionNode:
         resolution = resolve(
             self.pipeline.policy, confession, answer, telemetry=self.pipeline.options.telemetry
         )
-        if resolution.action == "proceed":
-            if answer is not None and resolution.edited:  # deliver the reviewer's version
-                update[self.messages_key] = [resolution.answer(answer)]
-                update["confession_withheld"] = [answer]
-            return Command(update=update, goto=self.next_node)
-        if self.withhold and answer is not None:
-            notice = resolution.notice(confession, answer.id)
-            update |= {self.messages_key: [notice], "confession_withheld": [answer]}
-        return Command(update=update, goto=END)
+        match resolution.action:
+            case "proceed":
+                if answer is not None and resolution.edited:  # deliver the reviewer's version
+                    update[self.messages_key] = [resolution.answer(answer)]
+                    update["confession_withheld"] = [answer]
+                return Command(update=update, goto=self.next_node)
+            case "withhold" | "review" | "raise":  # review was decided; raise has raised
+                if self.withhold and answer is not None:
+                    notice = resolution.notice(confession, answer.id)
+                    update |= {self.messages_key: [notice], "confession_withheld": [answer]}
+                return Command(update=update, goto=END)
+            case _:
+                assert_never(resolution.action)
 
     def invoke(self, state: Any, config: RunnableConfig) -> Command[Any]:
         request = self._request(state, config)

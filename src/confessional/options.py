@@ -64,6 +64,10 @@ class ConfessionOptions:
             method targets tool-using episodes, and plain chat turns would double the cost.
         sample_rate: fraction of episodes confessed, 0 to 1. Default 1.0 (every episode);
             lower it to bound cost on high-traffic agents. Unsampled turns are ``skipped``.
+            The draw is made once per turn, before any work (background jobs and spooled
+            episodes are never drawn again).
+        sample_seed: seeds the sampling draws, for reproducible runs (tests, evals).
+            Default ``None``: seeded from the operating system.
         background: confess off the critical path: the run returns at once and the report
             reaches the sinks later. Only for non-halting policies (a background
             confession cannot stop a run that has already returned). Default ``False``.
@@ -92,6 +96,7 @@ class ConfessionOptions:
     agent_name: str | None = None
     confess_without_tools: bool = False
     sample_rate: float = 1.0
+    sample_seed: int | None = None
     background: bool = False
     max_concurrency: int = 4
     max_pending: int = 1000
@@ -121,6 +126,12 @@ class ConfessionOptions:
         if isinstance(self.sample_rate, bool) or not 0.0 <= self.sample_rate <= 1.0:
             raise ConfigurationError(
                 f"sample_rate must be between 0 and 1, got {self.sample_rate!r}"
+            )
+        if self.sample_seed is not None and (
+            isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int)
+        ):
+            raise ConfigurationError(
+                f"sample_seed must be an integer or None, got {self.sample_seed!r}"
             )
         for name in ("max_concurrency", "max_pending"):
             value = getattr(self, name)

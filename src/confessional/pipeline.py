@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 
 from confessional._aio import adrive, drive, run_sync
 from confessional.audit import CheckContext, discrepancies
-from confessional.background import BackgroundRunner
+from confessional.background import BackgroundRunner, on_shutdown
 from confessional.confession import ACTIONS, Action, Confession
 from confessional.confessor import model_name_of
 from confessional.episode import Episode, MessageLike, extract_episode
@@ -35,7 +35,14 @@ from confessional.findings import Finding
 from confessional.health import report_failure
 from confessional.options import ConfessionOptions
 from confessional.policy import ConfessionPolicy
-from confessional.sinks import GraphStreamEvent, LangChainRunTags, delivery_steps, sink_name
+from confessional.sinks import (
+    GraphStreamEvent,
+    LangChainRunTags,
+    SinkMethod,
+    delivery_steps,
+    lifecycle_steps,
+    sink_name,
+)
 from confessional.spool import Spool
 from confessional.telemetry import ConfessionSpan
 
@@ -62,6 +69,9 @@ class EpisodeCall:
         actions: what the calling surface can do; any other decided action becomes
             ``proceed`` (callback handlers cannot withhold or pause).
         parent: the trace context to nest under, captured when the episode ended.
+        selected: the episode was already chosen for confession (a background job, a
+            spooled episode): it is confessed as it is, with no second ``sample_rate``
+            draw and no second "does this turn have tool calls" test.
     """
 
     messages: Sequence[MessageLike] | Episode
@@ -73,6 +83,7 @@ class EpisodeCall:
     model_settings: Mapping[str, Any] = field(default_factory=dict)
     actions: Collection[Action] = ACTIONS
     parent: Context | None = None
+    selected: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,10 @@ class ConfessionPipeline:
             GraphStreamEvent(),
             *self.options.sinks,
         )
-        self._random = random.Random()
+        self._random = random.Random(self.options.sample_seed)
         self._background: BackgroundRunner | None = None
         self._spool: Spool | None = None
+        on_shutdown(self._finish_sinks)
 
     @property
     def policy(self) -> ConfessionPolicy:
@@ -125,11 +137,28 @@ class ConfessionPipeline:
     def episode(
         self, messages: Sequence[MessageLike] | Episode, tools: Sequence[Any] | None = None
     ) -> Episode | None:
-        """The episode to confess, or ``None`` when this turn is not confessed."""
+        """The episode of ``messages``, or ``None`` when its turn is never confessed (no
+        tool call, and ``confess_without_tools`` is off). Deterministic: no sampling."""
         episode = (
             messages if isinstance(messages, Episode) else extract_episode(messages, tools=tools)
         )
         if not episode.has_tool_calls and not self.options.confess_without_tools:
+            return None
+        return episode
+
+    def _select(self, call: EpisodeCall) -> Episode | None:
+        """The one decision "confess this turn?": the episode, or ``None``.
+
+        Taken once per turn, before any work. A call that was already selected (a
+        background job, a spooled episode) is confessed as it is.
+        """
+        if call.selected:
+            messages = call.messages
+            if isinstance(messages, Episode):
+                return messages
+            return extract_episode(messages, tools=call.tools)
+        episode = self.episode(call.messages, call.tools)
+        if episode is None:
             return None
         sample_rate = self.options.sample_rate
         if sample_rate < 1.0 and self._random.random() >= sample_rate:
@@ -151,7 +180,7 @@ class ConfessionPipeline:
 
         ``may_deliver``: asked right before delivery (background mode); when it says no,
         the episode was spooled at shutdown meanwhile and the sinks get nothing."""
-        episode = self.episode(call.messages, call.tools)
+        episode = self._select(call)
         if episode is None:
             return _NOT_CONFESSED
         agent_name = call.agent_name or self.options.agent_name
@@ -265,13 +294,13 @@ class ConfessionPipeline:
     # -- background mode ----------------------------------------------------------------
 
     def _background_job(self, request: EpisodeCall) -> _BackgroundJob | None:
-        episode = self.episode(request.messages, request.tools)
+        episode = self._select(request)
         if episode is None:
             return None
         # The trace parent is captured now, at episode end, so the span nests under the
         # agent's trace although it finishes later. No config: that run has ended.
         parent = self.options.telemetry.current_parent(request.run_id)
-        request = replace(request, messages=episode, config=None, parent=parent)
+        request = replace(request, messages=episode, config=None, parent=parent, selected=True)
         return _BackgroundJob(self, request)
 
     def submit(
@@ -319,12 +348,49 @@ class ConfessionPipeline:
         return 0 if self._background is None else self._background.pending
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for every background confession; ``False`` if some are still running."""
-        return True if self._background is None else self._background.flush(timeout)
+        """Wait for every background confession, then flush every sink that has
+        ``flush()``. ``False`` if some confessions are still running after ``timeout``."""
+        finished = True if self._background is None else self._background.flush(timeout)
+        drive(self._sink_lifecycle("flush"), run_sync)
+        return finished
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Async :meth:`flush`: waits without blocking the event loop."""
-        return True if self._background is None else await self._background.aflush(timeout)
+        finished = True if self._background is None else await self._background.aflush(timeout)
+        await adrive(self._sink_lifecycle("flush"), _awaited)
+        return finished
+
+    def close(self, timeout: float | None = None) -> bool:
+        """:meth:`flush`, then close every sink that has ``close()``. Sinks that reopen
+        on use (:class:`~confessional.JsonlSink`) keep working afterwards. Also done at
+        interpreter exit."""
+        finished = self.flush(timeout)
+        drive(self._sink_lifecycle("close"), run_sync)
+        return finished
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """Async :meth:`close`."""
+        finished = await self.aflush(timeout)
+        await adrive(self._sink_lifecycle("close"), _awaited)
+        return finished
+
+    def _sink_lifecycle(self, method: SinkMethod) -> Generator[Any, Any, None]:
+        def failed(sink: object, exc: BaseException) -> None:
+            cause = type(exc).__name__
+            report_failure(
+                "sink", cause, f"{method}() of sink {sink_name(sink)} raised {cause}", exc_info=exc
+            )
+
+        yield from lifecycle_steps(self.sinks, method, on_failure=failed)
+
+    def _finish_sinks(self) -> None:
+        """At shutdown, once background work was flushed or spooled: flush, then close."""
+        drive(self._sink_lifecycle("flush"), run_sync)
+        drive(self._sink_lifecycle("close"), run_sync)
+
+
+async def _awaited(step: Any) -> Any:
+    return await step
 
 
 @dataclass(frozen=True)

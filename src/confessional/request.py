@@ -28,8 +28,9 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableLambda
 
+from confessional.confession import Replay
 from confessional.episode import Episode, message_text, openai_tool_spec
 from confessional.schema import ConfessionReport, provider_report_schema, report_json_schema_text
 
@@ -37,8 +38,10 @@ __all__ = [
     "REQUEST_ID_PREFIX",
     "RETRY_EXCERPT_CHARS",
     "Provider",
+    "Replay",
     "RequestRole",
     "bind_replay",
+    "binds_tools",
     "build_request",
     "build_retry",
     "compact_messages",
@@ -47,6 +50,7 @@ __all__ = [
     "provider_of",
     "request_text",
     "resolve_request_role",
+    "tool_exchanges_as_text",
 ]
 
 RequestRole = Literal["auto", "system", "user"]
@@ -506,6 +510,48 @@ def _native_schema_kwargs(
     return {"extra_body": extra_body}
 
 
+def binds_tools(model: BaseChatModel) -> bool:
+    """Whether ``model``'s class can bind tools at all (``BaseChatModel.bind_tools``
+    raises ``NotImplementedError``; LangChain's stock fakes and some wrappers keep it)."""
+    return type(model).bind_tools is not BaseChatModel.bind_tools
+
+
+def tool_exchanges_as_text(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` with every tool call and tool result written out as plain text, for a
+    model whose API has no tool blocks: a call becomes a line of its AI message, a result
+    a user-role message naming the call it answers. Other messages stay the same objects."""
+    names: dict[str, str] = {}
+    rendered: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+            lines: list[str] = [message.text] if message.text else []
+            for call in message.tool_calls:
+                names[call.get("id") or ""] = call["name"]
+                arguments = json.dumps(call.get("args", {}), ensure_ascii=False, default=str)
+                lines.append(
+                    f"[tool call {call['name']} (id {call.get('id') or '-'}): {arguments}]"
+                )
+            lines += [
+                f"[tool call {call.get('name') or '?'} was not run: invalid arguments "
+                f"{_truncate(str(call.get('args') or ''), _INVALID_CALL_CHARS)}]"
+                for call in message.invalid_tool_calls
+            ]
+            rendered.append(AIMessage(content="\n".join(lines), id=message.id, name=message.name))
+        elif isinstance(message, ToolMessage):
+            name = message.name or names.get(message.tool_call_id) or "tool"
+            failed = " (error)" if message.status == "error" else ""
+            rendered.append(
+                HumanMessage(
+                    content=f"[tool result of {name} (id {message.tool_call_id}){failed}]\n"
+                    + message_text(message),
+                    id=message.id,
+                )
+            )
+        else:
+            rendered.append(message)
+    return rendered
+
+
 def bind_replay(
     model: BaseChatModel,
     episode: Episode,
@@ -520,11 +566,16 @@ def bind_replay(
     LangChain's agent does) with tool choice "none"; ``native_schema`` adds the provider's
     JSON-schema response format (OpenAI ``response_format``, Anthropic
     ``output_config.format``), which both APIs accept next to non-strict tools. Only ``openai`` and
-    ``anthropic`` providers support ``native_schema``.
+    ``anthropic`` providers support ``native_schema``. A model that cannot bind tools
+    (:func:`binds_tools`) gets the replay ``without_tools`` (see :data:`Replay`).
     """
     provider = provider_of(model)
     settings = dict(model_settings or {})
     extra = _native_schema_kwargs(model, provider, settings) if native_schema else {}
+    if not binds_tools(model):
+        # Nothing can be bound, and the API has no tool blocks: the exchanges go as text.
+        text = RunnableLambda(tool_exchanges_as_text, name="tool_exchanges_as_text")
+        return text | model.bind(**settings, **extra)
     bound_tools = list(tools or ())
     if not bound_tools and provider == "anthropic" and _has_tool_blocks(episode.messages):
         bound_tools = _placeholder_tools(episode)

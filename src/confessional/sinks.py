@@ -1,9 +1,13 @@
 """Sinks: everything that receives a finished confession goes through one protocol.
 
 A sink is a callable ``sink(confession)``, sync or async (it may return an awaitable).
-Optionally it has ``flush()`` and ``close()``, and ``inline_only = True`` when it only
-makes sense while the agent's run is still going (background mode skips those, and says
-which at construction).
+Optionally it has ``flush()`` and ``close()`` (sync or async too), and
+``inline_only = True`` when it only makes sense while the agent's run is still going
+(background mode skips those). The pipeline keeps the whole contract:
+:meth:`~confessional.ConfessionPipeline.flush` calls every sink's ``flush()`` once the
+background work is done, :meth:`~confessional.ConfessionPipeline.close` calls every
+``close()``, and both run at interpreter exit (and on SIGTERM/SIGINT once background
+mode installed its handlers). A sink should raise when it fails; the pipeline reports.
 
 The pipeline delivers, in order: the OpenTelemetry recording
 (:class:`~confessional.ConfessionTelemetry` is itself a sink), :class:`LangChainRunTags`,
@@ -24,7 +28,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.runnables import RunnableLambda
@@ -44,6 +48,7 @@ __all__ = [
     "LangChainRunTags",
     "confession_event_payload",
     "delivery_steps",
+    "lifecycle_steps",
     "sink_name",
     "validate_sinks",
 ]
@@ -58,6 +63,10 @@ class ConfessionSink(Protocol):
     """Receives every finished confession. May return an awaitable (an async sink)."""
 
     def __call__(self, confession: Confession, /) -> Awaitable[None] | None: ...
+
+
+SinkMethod = Literal["flush", "close"]
+"""The optional lifecycle methods of a sink."""
 
 
 SinkFailure = Callable[[object, BaseException], None]
@@ -105,6 +114,24 @@ def delivery_steps(
             continue
         try:
             result = sink(confession)  # type: ignore[operator]
+        except Exception as exc:
+            on_failure(sink, exc)
+            continue
+        if inspect.isawaitable(result):
+            yield _guarded(sink, result, on_failure)
+
+
+def lifecycle_steps(
+    sinks: Sequence[object], method: SinkMethod, *, on_failure: SinkFailure
+) -> Iterator[Awaitable[None]]:
+    """Call ``method`` (``flush`` or ``close``) on every sink that has it; yield the
+    awaitables of async ones. Failures go to ``on_failure``, never out."""
+    for sink in sinks:
+        call = getattr(sink, method, None)
+        if not callable(call):
+            continue
+        try:
+            result = call()
         except Exception as exc:
             on_failure(sink, exc)
             continue

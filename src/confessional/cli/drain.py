@@ -86,12 +86,8 @@ def load_options(spec: str | None, model: str | None, out: Path | None) -> Any:
                 f"--options {spec} must be a ConfessionOptions or a function returning one, "
                 f"got {type(options).__name__}"
             )
-    # Inline, and no second sampling: these episodes were chosen when they were spooled.
-    settings: dict[str, Any] = {
-        "background": False,
-        "sample_rate": 1.0,
-        "confess_without_tools": True,
-    }
+    # Inline. The episodes were selected when they were spooled (``selected=True`` below).
+    settings: dict[str, Any] = {"background": False}
     if model is not None:
         settings["model"] = model
     if out is not None:
@@ -146,6 +142,7 @@ def run(args: argparse.Namespace, out: Printer) -> int:
                 agent_name=item.agent_name,
                 model_settings=item.model_settings,
                 parent=item.parent,
+                selected=True,
             )
         )
         if confession.status == "error":

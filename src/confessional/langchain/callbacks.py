@@ -24,6 +24,7 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from typing_extensions import assert_never
 
 from confessional.confession import Action, Confession
 from confessional.errors import ConfessionHalted
@@ -98,8 +99,13 @@ class _RecordingHandler(BaseCallbackHandler):
         if confession.status == "skipped":
             return
         self._recorder.record(run_id, confession)
-        if confession.action == "raise":
-            raise ConfessionHalted(confession)
+        match confession.action:
+            case "raise":
+                raise ConfessionHalted(confession)
+            case "proceed" | "withhold" | "review":  # the pipeline mapped the last two away
+                return
+            case _:
+                assert_never(confession.action)
 
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._recorder.chain_start(

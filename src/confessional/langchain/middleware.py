@@ -57,7 +57,7 @@ from langchain.agents.middleware.types import (
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
-from typing_extensions import NotRequired
+from typing_extensions import NotRequired, assert_never
 
 from confessional._aio import adrive, drive
 from confessional._graph import CheckpointerCheck
@@ -203,10 +203,16 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
                 unconfessed: ModelResponse[Any] = yield _CALL_MODEL
                 return unconfessed
             resolution = resolve(self.policy, confession, telemetry=self._telemetry)
-            if resolution.action == "withhold":
-                notice = resolution.notice(confession, None)
-                return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
-            return _with((yield _CALL_MODEL), {"confessions": [confession]})
+            match resolution.action:
+                case "proceed":
+                    return _with((yield _CALL_MODEL), {"confessions": [confession]})
+                case "withhold" | "review" | "raise":
+                    # resolve() has paused (review) or raised (raise) by now; what is left
+                    # of them is a stop, which is the fail-safe reading.
+                    notice = resolution.notice(confession, None)
+                    return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
+                case _:
+                    assert_never(resolution.action)
 
         response: ModelResponse[Any] = yield _CALL_MODEL
         answer = _final_answer(response)
@@ -216,18 +222,21 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         if confession.status == "skipped":
             return response
         update: dict[str, Any] = {"confessions": [confession]}
-        if confession.action == "proceed":
-            return _with(response, update)
-        if confession.action == "review":
-            notice = withheld_notice(confession, message_id=answer.id, reason="review")
-            update["confession_pending"] = {
-                "confession_id": confession.id,
-                "message_id": notice.id,
-                "answer": answer,
-            }
-        else:
-            notice = resolve(self.policy, confession).notice(confession, answer.id)
-            update["confession_withheld"] = [answer]
+        match confession.action:
+            case "proceed":
+                return _with(response, update)
+            case "review":
+                notice = withheld_notice(confession, message_id=answer.id, reason="review")
+                update["confession_pending"] = {
+                    "confession_id": confession.id,
+                    "message_id": notice.id,
+                    "answer": answer,
+                }
+            case "withhold" | "raise":
+                notice = resolve(self.policy, confession).notice(confession, answer.id)
+                update["confession_withheld"] = [answer]
+            case _:
+                assert_never(confession.action)
         result = [notice if m is answer else m for m in response.result]
         return _with(ModelResponse(result=result, structured_response=None), update)
 
@@ -289,17 +298,21 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
         answer: AIMessage = pending["answer"]
         resolution = resolve(self.policy, confession, answer, telemetry=self._telemetry)
         message_id = pending["message_id"]
-        if resolution.action == "proceed":
-            restored = resolution.answer(answer).model_copy(update={"id": message_id})
-            delivered: dict[str, Any] = {"messages": [restored], "confession_pending": None}
-            if resolution.edited:  # the reviewer's replacement went out; keep the original
-                delivered["confession_withheld"] = [answer]
-            return delivered
-        return {
-            "messages": [resolution.notice(confession, message_id)],
-            "confession_withheld": [answer],
-            "confession_pending": None,
-        }
+        match resolution.action:
+            case "proceed":
+                restored = resolution.answer(answer).model_copy(update={"id": message_id})
+                delivered: dict[str, Any] = {"messages": [restored], "confession_pending": None}
+                if resolution.edited:  # the reviewer's replacement went out; keep the original
+                    delivered["confession_withheld"] = [answer]
+                return delivered
+            case "withhold" | "review" | "raise":  # review was decided; raise has raised
+                return {
+                    "messages": [resolution.notice(confession, message_id)],
+                    "confession_withheld": [answer],
+                    "confession_pending": None,
+                }
+            case _:
+                assert_never(resolution.action)
 
     async def aafter_agent(
         self, state: ConfessionAgentState, runtime: Runtime[Any]
