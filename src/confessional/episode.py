@@ -27,6 +27,8 @@ from langchain_core.messages import (
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from confessional.ending import ANSWERED, Ending, ending_of_messages
+
 __all__ = [
     "Episode",
     "Instruction",
@@ -116,6 +118,8 @@ class Episode:
     tool_calls: tuple[ToolCallRecord, ...]
     final_answer: str | None
     tools: tuple[ToolDefinition, ...] = ()
+    ending: Ending = ANSWERED
+    """How the episode ended (see :mod:`confessional.ending`)."""
 
     @property
     def turn(self) -> tuple[BaseMessage, ...]:
@@ -431,8 +435,13 @@ def extract_episode(
     messages: Sequence[MessageLike],
     *,
     tools: Sequence[BaseTool | Mapping[str, Any] | ToolDefinition | Any] | None = None,
+    ending: Ending | None = None,
 ) -> Episode:
     """Find the current task of ``messages`` and collect what governed it.
+
+    ``ending``: how the run ended, when the caller knows (an exception, a cap). Default
+    ``None``: read from the messages (the closing notice of a LangChain limit middleware,
+    else an answer). A limit's notice is not taken as the model's final answer.
 
     The task starts at the user message :func:`task_start` finds (the scope rule is in
     :class:`Episode`). Calls pair with replies by id when the id is present and matches
@@ -488,7 +497,9 @@ def extract_episode(
                 final_answer = None
             else:
                 final_answer = message_text(message)
-
+    announced = ending_of_messages(converted)
+    if announced is not None:
+        final_answer = None  # the limit's notice, not the model's answer
     return Episode(
         messages=tuple(converted),
         start=start,
@@ -496,4 +507,5 @@ def extract_episode(
         tool_calls=calls,
         final_answer=final_answer,
         tools=definitions,
+        ending=ending or announced or ANSWERED,
     )

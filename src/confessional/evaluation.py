@@ -117,7 +117,7 @@ SCRIPTED_FALSE_ALARM_RATE: Final = 0.15
 """Probability that a scripted complying run wrongly reports a problem."""
 
 
-_CONFESSION_RULE = default_violation_rule(discrepancies=False)
+_CONFESSION_RULE = default_violation_rule(discrepancies=False, unfinished=False)
 """The default policy's violation rule without audit discrepancies: the report alone."""
 
 

@@ -30,6 +30,7 @@ from confessional.audit import CheckContext, discrepancies
 from confessional.background import BackgroundRunner, on_shutdown
 from confessional.confession import ACTIONS, Action, Confession
 from confessional.confessor import model_name_of
+from confessional.ending import Ending
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.findings import Finding
 from confessional.health import report_failure
@@ -72,6 +73,9 @@ class EpisodeCall:
         selected: the episode was already chosen for confession (a background job, a
             spooled episode): it is confessed as it is, with no second ``sample_rate``
             draw and no second "does this turn have tool calls" test.
+        ending: how the run ended, when the surface knows (an exception, a limit it
+            foresaw); default ``None``: read from the messages (see
+            :func:`confessional.ending.ending_of_messages`).
     """
 
     messages: Sequence[MessageLike] | Episode
@@ -84,6 +88,7 @@ class EpisodeCall:
     actions: Collection[Action] = ACTIONS
     parent: Context | None = None
     selected: bool = False
+    ending: Ending | None = None
 
 
 @dataclass(frozen=True)
@@ -135,13 +140,15 @@ class ConfessionPipeline:
         return f"ConfessionPipeline({self.confessor!r}, {self.options.policy!r})"
 
     def episode(
-        self, messages: Sequence[MessageLike] | Episode, tools: Sequence[Any] | None = None
+        self,
+        messages: Sequence[MessageLike] | Episode,
+        tools: Sequence[Any] | None = None,
+        ending: Ending | None = None,
     ) -> Episode | None:
         """The episode of ``messages``, or ``None`` when its turn is never confessed (no
-        tool call, and ``confess_without_tools`` is off). Deterministic: no sampling."""
-        episode = (
-            messages if isinstance(messages, Episode) else extract_episode(messages, tools=tools)
-        )
+        tool call, and ``confess_without_tools`` is off). Deterministic: no sampling.
+        ``ending``: how the run ended, when the surface knows (see :mod:`confessional.ending`)."""
+        episode = _extracted(messages, tools, ending)
         if not episode.has_tool_calls and not self.options.confess_without_tools:
             return None
         return episode
@@ -153,15 +160,14 @@ class ConfessionPipeline:
         background job, a spooled episode) is confessed as it is.
         """
         if call.selected:
-            messages = call.messages
-            if isinstance(messages, Episode):
-                return messages
-            return extract_episode(messages, tools=call.tools)
-        episode = self.episode(call.messages, call.tools)
+            return _extracted(call.messages, call.tools, call.ending)
+        episode = self.episode(call.messages, call.tools, call.ending)
         if episode is None:
             return None
         sample_rate = self.options.sample_rate
-        if sample_rate < 1.0 and self._random.random() >= sample_rate:
+        # An episode that ended without an answer (a limit, an error) is always confessed:
+        # a runaway run is rare, and exactly the one a reviewer must see.
+        if episode.ending.finished and sample_rate < 1.0 and self._random.random() >= sample_rate:
             return None
         return episode
 
@@ -411,6 +417,14 @@ def _audit_failed(exc: Exception) -> list[Finding]:
     """A broken Auditor subclass must not take the agent down: no findings, loudly."""
     report_failure("check", type(exc).__name__, "evidence audit failed; no findings", exc_info=exc)
     return []
+
+
+def _extracted(
+    messages: Sequence[MessageLike] | Episode, tools: Sequence[Any] | None, ending: Ending | None
+) -> Episode:
+    if not isinstance(messages, Episode):
+        return extract_episode(messages, tools=tools, ending=ending)
+    return messages if ending is None else replace(messages, ending=ending)
 
 
 def _as_call(messages: Sequence[MessageLike] | Episode | EpisodeCall, call: Any) -> EpisodeCall:

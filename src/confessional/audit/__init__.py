@@ -38,6 +38,7 @@ from confessional.audit.checks import (
     UnverifiedClaims,
     ignored_tool_errors,
 )
+from confessional.audit.ending import unfinished_episode
 from confessional.audit.injection import ExposureUnresolved, InjectedArguments
 from confessional.audit.unsourced import UnsourcedArguments
 from confessional.episode import Episode, MessageLike, extract_episode
@@ -172,6 +173,7 @@ def default_checks(
         ExposureUnresolved(min_injected_value_length),
         UnsourcedArguments(tuple(mutating_tools), min_injected_value_length),
         ToolRules(frozenset(forbidden_tools), frozenset(required_tools)),
+        unfinished_episode,
     ]
 
 
