@@ -56,6 +56,33 @@ def _own_run(tags: Sequence[str] | None, metadata: Mapping[str, Any] | None, nam
     return bool(name == semconv.LANGCHAIN_RUN_NAME)
 
 
+def _unreturned(aborted_by: str) -> str:
+    return f"[no result: the run ended before this call returned ({aborted_by})]"
+
+
+def _closing_tail(
+    model_output: AIMessage | None, closing: Sequence[BaseMessage], answered: set[str]
+) -> list[BaseMessage]:
+    """The run's output messages after its last model response, minus tool replies the
+    callbacks already gave (found by the response's id; nothing when it is not there)."""
+    if model_output is None or model_output.id is None:
+        return []
+    position = next(
+        (i for i, m in enumerate(closing) if m.id == model_output.id and isinstance(m, AIMessage)),
+        None,
+    )
+    if position is None:
+        return []
+    tail: list[BaseMessage] = []
+    for message in closing[position + 1 :]:
+        if isinstance(message, ToolMessage):
+            if message.tool_call_id in answered:
+                continue
+            answered.add(message.tool_call_id)
+        tail.append(message)
+    return tail
+
+
 def _text(output: Any) -> tuple[str, bool]:
     if isinstance(output, ToolMessage):
         return str(output.content), output.status == "error"
@@ -199,22 +226,44 @@ class RunRecorder:
     # -- episode and verdict ------------------------------------------------------
 
     @staticmethod
-    def episode_messages(trace: RunTrace) -> list[BaseMessage]:
-        """The conversation as the last model call saw it, its answer, and later tools."""
+    def episode_messages(
+        trace: RunTrace,
+        *,
+        closing: Sequence[BaseMessage] = (),
+        aborted_by: str | None = None,
+    ) -> list[BaseMessage]:
+        """The conversation as the last model call saw it, its answer, and later tools.
+
+        ``closing``: the run's own output messages, when it returned some. What follows
+        the last model response there (a limit middleware's artificial tool replies and
+        closing notice) never passed through a model or tool callback, so it is taken
+        from the output.
+
+        ``aborted_by``: the run ended with this exception (its description). A call the
+        model made that never returned (a tool still running, a call a limit refused
+        before it ran) gets a reply saying so, marked as an error: the history stays
+        valid for providers that require a reply to every call, as LangChain's own limit
+        middleware keeps it.
+        """
         messages: list[BaseMessage] = list(trace.model_input)
         if trace.model_output is not None:
             messages.append(trace.model_output)
         answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-        requested = {
+        requested = [
             c.get("id") for c in (trace.model_output.tool_calls if trace.model_output else [])
-        }
+        ]
         later = sorted(
             (r for r in trace.tool_runs.values() if r.seq > trace.model_end_seq),
             key=lambda r: r.seq,
         )
         for index, tool_run in enumerate(later):
-            if tool_run.output is None or (tool_run.call_id and tool_run.call_id in answered):
+            if tool_run.call_id and tool_run.call_id in answered:
                 continue
+            output, failed = tool_run.output, tool_run.error
+            if output is None:
+                if aborted_by is None:
+                    continue
+                output, failed = _unreturned(aborted_by), True
             call_id = tool_run.call_id or f"callback_tool_{index}"
             if call_id not in requested:  # a tool no model call asked for (plain chains)
                 messages.append(
@@ -232,12 +281,25 @@ class RunRecorder:
                 )
             messages.append(
                 ToolMessage(
-                    content=tool_run.output,
+                    content=output,
                     tool_call_id=call_id,
                     name=tool_run.name,
-                    status="error" if tool_run.error else "success",
+                    status="error" if failed else "success",
                 )
             )
+            answered.add(call_id)
+        messages.extend(_closing_tail(trace.model_output, closing, answered))
+        if aborted_by is not None and trace.model_output is not None:
+            for call in trace.model_output.tool_calls:
+                if call.get("id") and call["id"] not in answered:
+                    messages.append(
+                        ToolMessage(
+                            content=_unreturned(aborted_by),
+                            tool_call_id=call["id"],
+                            name=call["name"],
+                            status="error",
+                        )
+                    )
         return messages
 
     def record(self, run_id: UUID, confession: Confession) -> None:

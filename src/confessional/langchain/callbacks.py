@@ -4,6 +4,22 @@ A handler rebuilds each outermost run's episode from callback events
 (:mod:`confessional.langchain._recorder`) and confesses when that run ends
 (``on_chain_end`` with no parent). Its own confession call is ignored.
 
+Every ending is confessed (see :mod:`confessional.ending`):
+
+- A run that returns: with its answer, or with the closing notice of LangChain's
+  ``ModelCallLimitMiddleware`` / ``ToolCallLimitMiddleware`` (``exit_behavior="end"``),
+  read from the run's output.
+- A run that raises (``on_chain_error`` with no parent): ``GraphRecursionError`` from a
+  looping ``create_agent`` or ``StateGraph``, a limit middleware's ``exit_behavior="error"``,
+  a tool or model exception. This is the only surface that sees a recursion abort of a
+  plain ``StateGraph``: no node or middleware hook runs after it. The confession is
+  delivered to the sinks and recorded; it never raises or replaces the run's own
+  exception, whatever the policy (its action is recorded as ``proceed``: the caller gets
+  the original exception either way). A call that never returned gets a reply saying so.
+  Not confessed: ``KeyboardInterrupt`` and a cancelled task (the caller asked to stop
+  now, and a confession's model call would delay that), and LangGraph's own control flow
+  (``GraphBubbleUp``: interrupts, commands to a parent graph).
+
 What a callback can do with the core's action: only ``raise`` (``on_violation="error"``)
 acts, by raising :class:`~confessional.ConfessionHalted` from the handler once the run has
 produced its output, so the caller gets the exception instead of the result. A callback
@@ -18,16 +34,20 @@ confessions are recorded with verdict ``halt`` and action ``proceed``. Use
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from langgraph.errors import GraphBubbleUp
 from typing_extensions import assert_never
 
 from confessional.confession import Action, Confession
+from confessional.ending import ending_of_error, ending_of_messages
 from confessional.errors import ConfessionHalted
+from confessional.health import report_failure
 from confessional.langchain._recorder import RunRecorder
 from confessional.options import ConfessionOptions
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
@@ -36,6 +56,37 @@ __all__ = ["AsyncConfessionCallbackHandler", "ConfessionCallbackHandler"]
 
 _CALLBACK_ACTIONS: frozenset[Action] = frozenset({"proceed", "raise"})
 """A callback can let the run finish or raise; it cannot withhold or pause."""
+
+_ERROR_PATH_ACTIONS: frozenset[Action] = frozenset({"proceed"})
+"""A run that raised already ends with its own exception, which must reach the caller."""
+
+
+def _output_messages(outputs: Any) -> Sequence[BaseMessage]:
+    """The messages a run returned (a graph's ``messages`` channel, a list), else none."""
+    if isinstance(outputs, Mapping):
+        outputs = outputs.get("messages")
+    if isinstance(outputs, BaseMessage):
+        return [outputs]
+    if isinstance(outputs, Sequence) and not isinstance(outputs, str):
+        return [m for m in outputs if isinstance(m, BaseMessage)]
+    return []
+
+
+def _ends_an_episode(error: BaseException) -> bool:
+    """An exception that ended the agent's work; not a request to stop at once (Ctrl-C, a
+    cancelled task: a confession's model call would delay it) nor LangGraph's control flow
+    (an interrupt, a command to the parent graph)."""
+    return isinstance(error, Exception) and not isinstance(error, GraphBubbleUp)
+
+
+def _error_path_failed(exc: Exception) -> None:
+    cause = type(exc).__name__
+    report_failure(
+        "confession",
+        cause,
+        f"confessing a run that raised failed ({cause}); the run's own error propagates",
+        exc_info=exc,
+    )
 
 
 class _RecordingHandler(BaseCallbackHandler):
@@ -84,21 +135,46 @@ class _RecordingHandler(BaseCallbackHandler):
         """The confession of the outermost run ``run_id`` (set it with ``config["run_id"]``)."""
         return self._recorder.confession_for(run_id)
 
-    def _request(self, run_id: UUID, parent_run_id: UUID | None) -> EpisodeCall | None:
+    def _request(
+        self, run_id: UUID, parent_run_id: UUID | None, outputs: Any
+    ) -> EpisodeCall | None:
+        """The episode of a root run that returned ``outputs``."""
         trace = self._recorder.finish(run_id, parent_run_id)
         if trace is None:
             return None
+        closing = _output_messages(outputs)
         return EpisodeCall(
-            RunRecorder.episode_messages(trace),
+            RunRecorder.episode_messages(trace, closing=closing),
             tools=trace.tools or None,
             run_id=run_id,
             actions=_CALLBACK_ACTIONS,
+            ending=ending_of_messages(closing),
         )
+
+    def _aborted_request(
+        self, run_id: UUID, parent_run_id: UUID | None, error: BaseException
+    ) -> EpisodeCall | None:
+        """The episode of a root run that raised ``error``."""
+        trace = self._recorder.finish(run_id, parent_run_id)
+        if trace is None or not _ends_an_episode(error):
+            return None
+        ending = ending_of_error(error)
+        return EpisodeCall(
+            RunRecorder.episode_messages(trace, aborted_by=ending.detail),
+            tools=trace.tools or None,
+            run_id=run_id,
+            actions=_ERROR_PATH_ACTIONS,
+            ending=ending,
+        )
+
+    def _record(self, run_id: UUID, confession: Confession) -> None:
+        if confession.status != "skipped":
+            self._recorder.record(run_id, confession)
 
     def _settle(self, run_id: UUID, confession: Confession) -> None:
         if confession.status == "skipped":
             return
-        self._recorder.record(run_id, confession)
+        self._record(run_id, confession)
         match confession.action:
             case "raise":
                 raise ConfessionHalted(confession)
@@ -151,9 +227,6 @@ class _RecordingHandler(BaseCallbackHandler):
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._recorder.tool_end(f"{type(error).__name__}: {error}", run_id, error=True)
 
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._recorder.finish(run_id, kwargs.get("parent_run_id"))
-
 
 class ConfessionCallbackHandler(_RecordingHandler):
     """Confess every outermost run of any Runnable it is attached to.
@@ -171,9 +244,18 @@ class ConfessionCallbackHandler(_RecordingHandler):
     """
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        request = self._request(run_id, kwargs.get("parent_run_id"))
+        request = self._request(run_id, kwargs.get("parent_run_id"), outputs)
         if request is not None:
             self._settle(run_id, self.pipeline.run(request))
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        # The run's own exception is propagating: nothing raised here may replace it.
+        try:
+            request = self._aborted_request(run_id, kwargs.get("parent_run_id"), error)
+            if request is not None:
+                self._record(run_id, self.pipeline.run(request))
+        except Exception as exc:
+            _error_path_failed(exc)
 
 
 # The recording events stay sync on purpose: LangChain calls sync methods of a
@@ -191,6 +273,15 @@ class AsyncConfessionCallbackHandler(_RecordingHandler, AsyncCallbackHandler):  
     run_inline = True
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
-        request = self._request(run_id, kwargs.get("parent_run_id"))
+        request = self._request(run_id, kwargs.get("parent_run_id"), outputs)
         if request is not None:
             self._settle(run_id, await self.pipeline.arun(request))
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:  # type: ignore[override]
+        # The run's own exception is propagating: nothing raised here may replace it.
+        try:
+            request = self._aborted_request(run_id, kwargs.get("parent_run_id"), error)
+            if request is not None:
+                self._record(run_id, await self.pipeline.arun(request))
+        except Exception as exc:
+            _error_path_failed(exc)
