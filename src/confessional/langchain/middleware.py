@@ -53,7 +53,9 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     OmitFromInput,
     PrivateStateAttr,
+    ToolCallRequest,
 )
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -71,6 +73,7 @@ from confessional.control import (
     resolve,
     withheld_notice,
 )
+from confessional.ending import Ending, ending_of_error, ending_of_messages
 from confessional.errors import ConfigurationError
 from confessional.options import ConfessionOptions
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
@@ -92,6 +95,9 @@ class ConfessionAgentState(AgentState[Any]):
     confession_withheld: NotRequired[Annotated[list[AnyMessage], OmitFromInput, operator.add]]
     confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
     """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
+    confession_steps_left: NotRequired[Annotated[int | None, PrivateStateAttr]]
+    """Graph steps left before the recursion limit at the last model call that called
+    tools: the next call measures the loop's length from it (see ``_last_model_call``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,22 @@ class _Confess:
 
 
 _CALL_MODEL = _CallModel()
+
+_MAX_LOOP = 20
+"""Longest plausible loop between two model calls, in graph steps (model, tools and the
+hooks of other middleware); a longer gap means the two calls were in different runs."""
+_SCRATCHPAD_KEY = "__pregel_scratchpad"
+"""LangGraph's per-task scratchpad in the config: its ``step`` and ``stop`` give the steps
+left before ``GraphRecursionError`` (what ``langgraph.managed.RemainingSteps`` reads)."""
+
+
+def _steps_left(config: Any) -> int | None:
+    """Graph steps the run may still take after this one, or ``None`` when unknown."""
+    scratchpad = ((config or {}).get("configurable") or {}).get(_SCRATCHPAD_KEY)
+    step, stop = getattr(scratchpad, "step", None), getattr(scratchpad, "stop", None)
+    if not isinstance(step, int) or not isinstance(stop, int):
+        return None
+    return stop - step
 
 
 def _final_answer(response: ModelResponse[Any]) -> AIMessage | None:
@@ -151,6 +173,9 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             )
         self.pipeline = ConfessionPipeline(ConfessionOptions.merge(options, settings, model=model))
         self.trigger: Trigger = trigger
+        # The agent's model and tools as of its last model call: hooks without a model
+        # request (a tool's exception, a limit's end) replay with them.
+        self._agent: tuple[BaseChatModel | None, list[Any] | None] = (None, None)
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         if trigger == "turn" and self.policy.on_violation == "interrupt":
             # LangChain adds a graph node for every hook it finds on the class, so only
@@ -171,7 +196,10 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         return self.pipeline.options.telemetry
 
     def _request(
-        self, request: ModelRequest[Any], answer: list[BaseMessage] | None = None
+        self,
+        request: ModelRequest[Any],
+        answer: list[BaseMessage] | None = None,
+        ending: Ending | None = None,
     ) -> EpisodeCall:
         config = node_config()
         if self.policy.on_violation == "interrupt":
@@ -187,6 +215,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             agent_name=agent_name,
             config=config,
             model_settings=request.model_settings,
+            ending=ending,
         )
 
     def _steps(
@@ -214,10 +243,15 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
                 case _:
                     assert_never(resolution.action)
 
-        response: ModelResponse[Any] = yield _CALL_MODEL
+        self._agent = (request.model, list(request.tools))
+        try:
+            response: ModelResponse[Any] = yield _CALL_MODEL
+        except Exception as exc:  # the run ends here: confess what it did, then re-raise
+            yield _Confess(self._request(request, ending=ending_of_error(exc)), durable=False)
+            raise
         answer = _final_answer(response)
         if answer is None:
-            return response
+            return (yield from self._unless_last_model_call(request, response))
         confession = yield _Confess(self._request(request, response.result), durable=False)
         if confession.status == "skipped":
             return response
@@ -239,6 +273,110 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
                 assert_never(confession.action)
         result = [notice if m is answer else m for m in response.result]
         return _with(ModelResponse(result=result, structured_response=None), update)
+
+    def _unless_last_model_call(
+        self, request: ModelRequest[Any], response: ModelResponse[Any]
+    ) -> Generator[_Confess, Any, ModelResponse[Any] | ExtendedModelResponse[Any]]:
+        """A response that calls tools: when the recursion limit will stop the run before
+        the model can answer again, confess now (inside this node, so confessing adds no
+        graph step). The loop's length is measured between two model calls of the run
+        (two steps until then: model, tools)."""
+        left = _steps_left(node_config())
+        if left is None:
+            return response
+        before = request.state.get("confession_steps_left")
+        loop = before - left if isinstance(before, int) and 0 < before - left <= _MAX_LOOP else 2
+        if left - loop >= 0:
+            return _with(response, {"confession_steps_left": left})
+        ending = Ending("recursion_limit", f"{left} graph step(s) left; the loop takes {loop}")
+        confession = yield _Confess(
+            self._request(request, response.result, ending=ending), durable=False
+        )
+        return _with(response, {"confessions": [confession], "confession_steps_left": left})
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        try:
+            return handler(request)
+        except Exception as exc:  # the run ends here: confess what it did, then re-raise
+            if self.trigger == "turn":
+                self.pipeline.run(self._tool_failure(request, exc))
+            raise
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            if self.trigger == "turn":
+                await self.pipeline.arun(self._tool_failure(request, exc))
+            raise
+
+    def _tool_failure(self, request: ToolCallRequest, error: Exception) -> EpisodeCall:
+        """The episode up to a tool call whose exception ends the run, with its failure."""
+        call = request.tool_call
+        failed = ToolMessage(
+            f"{type(error).__name__}: {error}",
+            tool_call_id=call.get("id") or "",
+            name=call.get("name"),
+            status="error",
+        )
+        model, tools = self._agent
+        return EpisodeCall(
+            [*request.state.get("messages", []), failed],
+            model=model,
+            tools=tools,
+            agent_name=self.pipeline.options.agent_name,
+            config=node_config(),
+            ending=ending_of_error(error),
+        )
+
+    def _limit_ending(self, state: ConfessionAgentState) -> EpisodeCall | None:
+        """The episode of a turn a limit middleware ended (``exit_behavior="end"``): no
+        model answered, so ``wrap_model_call`` confessed nothing. ``None`` otherwise."""
+        messages = state.get("messages") or []
+        ending = ending_of_messages(messages) if self.trigger == "turn" else None
+        if ending is None:
+            return None
+        model, tools = self._agent
+        return EpisodeCall(
+            list(messages),
+            model=model,
+            tools=tools,
+            agent_name=self.pipeline.options.agent_name,
+            config=node_config(),
+            ending=ending,
+        )
+
+    def _settle_limit_ending(self, confession: Confession) -> dict[str, Any] | None:
+        if confession.status == "skipped":
+            return None
+        # The limit's notice already stands in for an answer, so there is nothing to
+        # withhold; a review pauses here and a raise raises.
+        resolve(self.policy, confession, telemetry=self._telemetry)
+        return {"confessions": [confession]}
+
+    def after_agent(
+        self, state: ConfessionAgentState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        request = self._limit_ending(state)
+        if request is None:
+            return None
+        return self._settle_limit_ending(confess_durably(self.pipeline, request))
+
+    async def aafter_agent(
+        self, state: ConfessionAgentState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        request = self._limit_ending(state)
+        if request is None:
+            return None
+        return self._settle_limit_ending(await aconfess_durably(self.pipeline, request))
 
     def wrap_model_call(
         self,
@@ -279,12 +417,12 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
     def after_agent(
         self, state: ConfessionAgentState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
-        # Only a turn held for review gets here with work to do. Everything below reads
-        # state, so re-running this node on resume repeats nothing.
+        # A turn held for review has work to do here. Everything below reads state, so
+        # re-running this node on resume repeats nothing.
         pending = state.get("confession_pending")
         messages = state.get("messages") or []
         if not pending or not messages or messages[-1].id != pending.get("message_id"):
-            return None
+            return super().after_agent(state, runtime)
         confession = next(
             (
                 c
@@ -317,4 +455,8 @@ class _ReviewingConfessionMiddleware(ConfessionMiddleware):
     async def aafter_agent(
         self, state: ConfessionAgentState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
-        return self.after_agent(state, runtime)
+        pending = state.get("confession_pending")
+        messages = state.get("messages") or []
+        if not pending or not messages or messages[-1].id != pending.get("message_id"):
+            return await super().aafter_agent(state, runtime)
+        return self.after_agent(state, runtime)  # reads state only: no I/O to await
