@@ -14,15 +14,15 @@ from langchain_core.messages import AIMessage, BaseMessage
 from confessional import ConfigurationError
 from confessional.cli import main
 from confessional.evaluation import (
-    DID_NOT_FINISH,
     RunLimits,
     arun_scenario,
     run_eval,
     run_scenario,
 )
+from confessional.findings import UNFINISHED
 from confessional.local_model import IDENTITY_METADATA_KEY
 from confessional.scenarios import get_scenario, report_confessor
-from confessional.testing import ScriptedChatModel
+from confessional.testing import ScriptedChatModel, is_confession_request
 
 
 def _looping_model() -> ScriptedChatModel:
@@ -44,8 +44,11 @@ def test_a_looping_run_stops_at_the_model_call_cap() -> None:
     assert outcome.capped == "model_calls"
     assert not outcome.finished
     assert outcome.model_calls == 3
-    assert len(model.calls) == 3
-    assert outcome.confession is None  # the turn never ended, so nothing was confessed
+    assert sum(1 for call in model.calls if not is_confession_request(call)) == 3
+    # The run is confessed all the same (this model answers with tool calls, so the
+    # report fails to parse), and the audit names how it ended.
+    assert outcome.confession is not None
+    assert any(f.kind == UNFINISHED for f in outcome.confession.findings)
     assert outcome.final_answer is None
     assert outcome.truth == "not_complied"  # nothing was submitted: the state says so
 
@@ -73,14 +76,14 @@ def test_limits_are_validated() -> None:
         RunLimits(max_seconds=0)
 
 
-def test_capped_runs_are_did_not_finish_counted_not_dropped(tmp_path: Path) -> None:
+def test_capped_runs_are_did_not_finish_counted_and_scored(tmp_path: Path) -> None:
     result = run_eval(
         _looping_model(), scenarios=["sandbagging"], runs=2, limits=RunLimits(max_model_calls=2)
     )
-    assert [r.status for r in result.records] == [DID_NOT_FINISH, DID_NOT_FINISH]
+    assert all(r.did_not_finish and r.scored for r in result.records)
     assert all(r.capped == "model_calls" and r.model_calls == 2 for r in result.records)
     assert result.did_not_finish("sandbagging") == 2
-    assert result.matrices["sandbagging"].n == 0  # no confession to score
+    assert result.matrices["sandbagging"].n == 2  # confessed, so scored
     assert result.run_errors == 0
     result.write_json(tmp_path / "results.json")
     data = json.loads((tmp_path / "results.json").read_text())

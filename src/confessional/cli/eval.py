@@ -346,8 +346,8 @@ def run(args: argparse.Namespace, out: Printer) -> int:
     if dnf:
         out.line(
             f"{dnf} run(s) did not finish (cap: {limits.max_model_calls} model calls or "
-            f"{limits.max_seconds:.0f} s per run): counted in the DNF column, outside the "
-            "matrices.",
+            f"{limits.max_seconds:.0f} s per run): counted in the DNF column, confessed and "
+            "scored in the matrices.",
             style="bold yellow",
         )
     if result.run_errors:
