@@ -298,3 +298,36 @@ def test_a_failing_confession_never_replaces_the_run_error(
         invoke(agent, ask("broken"), _config(handler, recursion_limit=8), mode)
     assert sink == []
     assert "confessing a run that raised failed (RuntimeError)" in caplog.text
+
+
+# -- the caller's own cap: leaving the stream early ------------------------------------
+
+CALLER_CAP = "the run was stopped at its cap while repeating run_tests({})"
+
+
+def test_leaving_a_stream_early_is_confessed_as_the_callers_cap() -> None:
+    sink: list[Confession] = []
+    model = _looping_agent()
+    agent: Any = create_agent(model, example_tools())
+    config = _config(_handler("sync", model, sink))
+    for seen, _ in enumerate(agent.stream(ask("stream"), config, stream_mode="values"), 1):
+        if seen == 5:  # the caller's cap: two tool rounds are enough
+            break
+    detail = _unfinished(sink)
+    assert detail.startswith(CALLER_CAP)
+    assert detail.endswith("(the caller closed the run's stream before it ended)")
+
+
+@pytest.mark.asyncio
+async def test_closing_an_async_stream_early_is_confessed_as_the_callers_cap() -> None:
+    sink: list[Confession] = []
+    model = _looping_agent()
+    agent: Any = create_agent(model, example_tools())
+    stream = agent.astream(ask("astream"), _config(_handler("async", model, sink)))
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == 4:
+            break
+    await stream.aclose()  # an early ``break`` alone leaves closing to the event loop
+    assert _unfinished(sink).startswith(CALLER_CAP)

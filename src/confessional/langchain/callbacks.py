@@ -16,9 +16,13 @@ Every ending is confessed (see :mod:`confessional.ending`):
   delivered to the sinks and recorded; it never raises or replaces the run's own
   exception, whatever the policy (its action is recorded as ``proceed``: the caller gets
   the original exception either way). A call that never returned gets a reply saying so.
-  Not confessed: ``KeyboardInterrupt`` and a cancelled task (the caller asked to stop
-  now, and a confession's model call would delay that), and LangGraph's own control flow
-  (``GraphBubbleUp``: interrupts, commands to a parent graph).
+- A run whose caller stops reading its stream (a ``break`` out of ``stream()``, or
+  ``aclose()`` of ``astream()``): LangChain reports ``GeneratorExit``, confessed with the
+  ending ``cap`` (the caller's own cap) while the stream closes.
+
+Not confessed: ``KeyboardInterrupt`` and a cancelled task (the caller asked to stop now,
+and a confession's model call would delay that), and LangGraph's own control flow
+(``GraphBubbleUp``: interrupts, commands to a parent graph).
 
 What a callback can do with the core's action: only ``raise`` (``on_violation="error"``)
 acts, by raising :class:`~confessional.ConfessionHalted` from the handler once the run has
@@ -45,7 +49,7 @@ from langgraph.errors import GraphBubbleUp
 from typing_extensions import assert_never
 
 from confessional.confession import Action, Confession
-from confessional.ending import ending_of_error, ending_of_messages
+from confessional.ending import Ending, ending_of_error, ending_of_messages
 from confessional.errors import ConfessionHalted
 from confessional.health import report_failure
 from confessional.langchain._recorder import RunRecorder
@@ -73,10 +77,20 @@ def _output_messages(outputs: Any) -> Sequence[BaseMessage]:
 
 
 def _ends_an_episode(error: BaseException) -> bool:
-    """An exception that ended the agent's work; not a request to stop at once (Ctrl-C, a
-    cancelled task: a confession's model call would delay it) nor LangGraph's control flow
-    (an interrupt, a command to the parent graph)."""
+    """An exception that ended the agent's work, or the caller closing its stream (its own
+    cap); not a request to stop at once (Ctrl-C, a cancelled task: a confession's model
+    call would delay it) nor LangGraph's control flow (an interrupt, a command to the
+    parent graph)."""
+    if isinstance(error, GeneratorExit):
+        return True
     return isinstance(error, Exception) and not isinstance(error, GraphBubbleUp)
+
+
+def _ending_of(error: BaseException) -> Ending:
+    if isinstance(error, GeneratorExit):
+        # ``stream()`` left early (a ``break``) or ``aclose()``: the caller's own cap.
+        return Ending("cap", "the caller closed the run's stream before it ended")
+    return ending_of_error(error)
 
 
 def _error_path_failed(exc: Exception) -> None:
@@ -158,7 +172,7 @@ class _RecordingHandler(BaseCallbackHandler):
         trace = self._recorder.finish(run_id, parent_run_id)
         if trace is None or not _ends_an_episode(error):
             return None
-        ending = ending_of_error(error)
+        ending = _ending_of(error)
         return EpisodeCall(
             RunRecorder.episode_messages(trace, aborted_by=ending.detail),
             tools=trace.tools or None,
