@@ -26,6 +26,15 @@ call. Every confession is also written to the ``custom`` stream and dispatched a
 
 The control flow it shares with the middleware (review pauses, notices, the durable
 task) lives in :mod:`confessional.control`; this module only maps actions to routing.
+
+What the node sees of how a run ended: only the episodes routed to it, that is a final
+answer (and whatever the graph routes to it on purpose). A run that never reaches it is
+invisible to it: the recursion limit (``GraphRecursionError`` aborts the graph between
+steps, so no node runs after it), a tool or model exception that ends the run, or a caller
+leaving the stream early. For those, attach
+:class:`~confessional.langchain.ConfessionCallbackHandler` (or its async twin) with
+``config={"callbacks": [handler]}``: its error path confesses them with the ending's
+``unfinished`` finding. The README's "Every ending is confessed" table has every case.
 """
 
 from __future__ import annotations
