@@ -32,6 +32,7 @@ demo: $(BASE_STAMP)
 # the first time, about 6 minutes on 2 cores).
 test: $(STAMP)
 	.ci/install-postgres
+	.ci/install-chromium
 	.ci/prepare-local-model
 	$(BIN)/python -m pytest
 
