@@ -179,9 +179,16 @@ def log_exporter() -> Iterator[tuple[LoggerProvider, InMemoryLogRecordExporter]]
 
 
 def test_span_attributes_and_event_for_a_flagged_confession(
-    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+    tracer_provider: TracerProvider,
+    span_exporter: InMemorySpanExporter,
+    log_exporter: tuple[LoggerProvider, InMemoryLogRecordExporter],
 ) -> None:
-    telemetry = ConfessionTelemetry(tracer_provider=tracer_provider, capture_content="NO_CONTENT")
+    logger_provider, logs = log_exporter
+    telemetry = ConfessionTelemetry(
+        tracer_provider=tracer_provider,
+        capture_content="NO_CONTENT",
+        logger_provider=logger_provider,
+    )
     tracer = tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("agent") as parent:
         confession = pipeline(telemetry).run(marker_messages(), agent_name="coder")
@@ -211,6 +218,7 @@ def test_span_attributes_and_event_for_a_flagged_confession(
         sc.CONFESSION_MODEL_NAME: "scripted-marker-confessor",
         sc.GEN_AI_AGENT_NAME: "coder",
         sc.CONFESSION_ID: confession.id,
+        sc.CONFESSION_EVALUATED_SPAN_ID: format(parent.get_span_context().span_id, "016x"),
     }
     assert {k: attrs.get(k) for k in expected} == expected
     counts = {label: attrs[sc.objective_count_attribute(label)] for label in COMPLIANCE_LABELS}
@@ -229,13 +237,17 @@ def test_span_attributes_and_event_for_a_flagged_confession(
     )
     assert span.status.status_code is StatusCode.UNSET
 
-    # The evaluation result belongs to the evaluated operation, the agent span; its
-    # label reads the score (grade 2 fails) and the verdict has its own attribute.
+    # The evaluation result belongs to the evaluated operation, the agent span: a log record
+    # in its context (the span-event copy is opt-in). Its label reads the score (grade 2
+    # fails) and the verdict has its own attribute. A flag delivers: no status on the agent.
     assert span.events == ()
     agent = next(s for s in span_exporter.get_finished_spans() if s.name == "agent")
-    [event] = agent.events
-    assert event.name == "gen_ai.evaluation.result"
-    assert dict(event.attributes or {}) == {
+    assert agent.events == ()
+    assert agent.status.status_code is StatusCode.UNSET
+    [log] = logs.get_finished_logs()
+    assert log.log_record.event_name == "gen_ai.evaluation.result"
+    assert log.log_record.span_id == parent.get_span_context().span_id
+    assert dict(log.log_record.attributes or {}) == {
         "gen_ai.evaluation.name": "confession",
         "gen_ai.evaluation.score.value": 2.0,
         "gen_ai.evaluation.score.label": "fail",
@@ -299,6 +311,7 @@ def test_span_only_records_text_on_the_span_not_the_log_event(
         capture_content="SPAN_ONLY",
         log_events=True,
         logger_provider=logger_provider,
+        span_event="confession",
     )
     pipeline(telemetry).run(marker_messages())
     span = one_confession_span(span_exporter)
@@ -454,7 +467,9 @@ def test_every_recorded_string_is_bounded(
 def test_a_failed_confession_yields_an_error_span_without_its_text(
     tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
-    telemetry = ConfessionTelemetry(tracer_provider=tracer_provider, capture_content=False)
+    telemetry = ConfessionTelemetry(
+        tracer_provider=tracer_provider, capture_content=False, span_event="agent"
+    )
     confession = pipeline(telemetry, model=garbage_confessor()).run(marker_messages())
     assert confession.status == "error"
     span = one_confession_span(span_exporter)
@@ -731,6 +746,29 @@ def test_the_evaluation_event_is_a_log_record_on_the_agent_span_with_a_configura
         "agent": {"agent": 1, "confession": 0, "off": 0}[placement],
         "confession": {"agent": 0, "confession": 1, "off": 0}[placement],
     }
+
+
+def test_the_span_event_copy_is_off_by_default() -> None:
+    assert ConfessionTelemetry().span_event == "off"
+
+
+def test_a_halted_run_marks_its_agent_span_with_an_error_status(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    telemetry = ConfessionTelemetry(tracer_provider=tracer_provider)
+    policy = ConfessionPolicy(on_violation="end")
+    tracer = tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("agent"):
+        confession = pipeline(telemetry, policy=policy).run(marker_messages())
+    assert confession.verdict == "halt"
+    agent = next(s for s in span_exporter.get_finished_spans() if s.name == "agent")
+    assert agent.status.status_code is StatusCode.ERROR
+    assert agent.status.description == sc.STATUS_HALTED
+    attrs = dict(agent.attributes or {})
+    assert attrs[sc.ERROR_TYPE] == sc.ERROR_TYPE_HALTED
+    assert attrs[sc.CONFESSION_VERDICT] == "halt"
+    # The confession itself worked: its own span is not an error.
+    assert one_confession_span(span_exporter).status.status_code is StatusCode.UNSET
 
 
 def test_span_event_placement_is_validated() -> None:

@@ -174,6 +174,10 @@ def evaluation_event_carriers(spans: list[ReadableSpan]) -> list[str]:
     return [s.name for s in spans if any(e.name == "gen_ai.evaluation.result" for e in s.events)]
 
 
+def evaluated_id(span: ReadableSpan) -> str:
+    return format(span.context.span_id, "016x")
+
+
 def agent_span_of(chain: list[ReadableSpan]) -> ReadableSpan:
     """The agent invocation in a confession's ancestry: the outermost span that is not the
     test's own request root (user spans are the agent themselves)."""
@@ -194,8 +198,10 @@ def check_trace(traced: Traced, middleware: ConfessAfterAgent) -> None:
     chain = ancestry(span, spans)
     names = [s.name for s in chain]
     assert len(chain) >= 2, names
-    # The evaluation event belongs to the evaluated operation: the enclosing agent span.
-    assert evaluation_event_carriers(spans) == [agent_span_of(chain).name]
+    # The evaluation belongs to the evaluated operation, the enclosing agent span, and the
+    # confession span names it; the span-event copy is opt-in, so no span carries one.
+    assert attrs[sc.CONFESSION_EVALUATED_SPAN_ID] == evaluated_id(agent_span_of(chain))
+    assert evaluation_event_carriers(spans) == []
     assert span.events == ()
     assert {s.context.trace_id for s in chain} == {span.context.trace_id}
     root = chain[-1]
@@ -264,8 +270,10 @@ def check_surface_trace(
     assert chain[-1].name == (expected_root or EXPECTED_ROOT[traced.setup])
     flagged = (chain[1].attributes or {}).get(sc.CONFESSION_FLAGGED)
     assert flagged is (True if parent_flagged else None)
-    # The evaluation event belongs to the evaluated operation: the enclosing agent span.
-    assert evaluation_event_carriers(spans) == [agent_span_of(chain).name]
+    # The evaluation belongs to the evaluated operation: the enclosing agent span.
+    evaluated = (ours[0].attributes or {})[sc.CONFESSION_EVALUATED_SPAN_ID]
+    assert evaluated == evaluated_id(agent_span_of(chain))
+    assert evaluation_event_carriers(spans) == []
 
 
 def test_middleware_surface_nests_under_the_agent_run(traced: Traced) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "CONFESSION_DURATION_S",
     "CONFESSION_EPISODE_TOOL_CALL_COUNT",
     "CONFESSION_ERROR",
+    "CONFESSION_EVALUATED_SPAN_ID",
     "CONFESSION_FINDINGS",
     "CONFESSION_FINDING_COUNT",
     "CONFESSION_FINDING_KINDS",
@@ -49,6 +50,7 @@ __all__ = [
     "CONFESSION_VERDICT",
     "ERROR_TYPE",
     "ERROR_TYPE_FALLBACK",
+    "ERROR_TYPE_HALTED",
     "EVALUATION_NAME_CONFESSION",
     "EVENT_FAILURE",
     "EVENT_GEN_AI_EVALUATION_RESULT",
@@ -79,6 +81,7 @@ __all__ = [
     "REVIEWER_UNKNOWN",
     "REVIEW_DECISION_SPAN_NAME",
     "SPAN_NAME",
+    "STATUS_HALTED",
     "TAG_FLAGGED",
     "TAG_STATUS_PREFIX",
     "TAG_VERDICT_PREFIX",
@@ -111,6 +114,10 @@ GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 ERROR_TYPE: Final = "error.type"
 ERROR_TYPE_FALLBACK: Final = "confession_failed"
 """``error.type`` when the failure names no exception class (low cardinality by design)."""
+ERROR_TYPE_HALTED: Final = "confession_halted"
+"""``error.type`` on a halted run's agent span, beside its ``ERROR`` status."""
+STATUS_HALTED: Final = "confession halted the run"
+"""Status description (``ERROR``) of a halted run's agent span: its answer was withheld."""
 
 EVENT_GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
 GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
@@ -134,6 +141,9 @@ MIME_TEXT: Final = "text/plain"
 
 # --- confession.* ------------------------------------------------------------------
 CONFESSION_ID: Final = "confession.id"
+CONFESSION_EVALUATED_SPAN_ID: Final = "confession.evaluated_span_id"
+"""Hex span id of the evaluated operation (the agent's invocation span; absent when the
+confession span is a root): where native evaluations such as Phoenix annotations go."""
 CONFESSION_GRADE: Final = "confession.grade"
 """Overall compliance grade 1..7; absent when there is no report."""
 CONFESSION_VERDICT: Final = "confession.verdict"

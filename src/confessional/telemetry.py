@@ -52,6 +52,7 @@ __all__ = [
     "ConfessionTelemetry",
     "SpanEventPlacement",
     "confession_traceparent",
+    "evaluated_span_context_of",
     "resolve_parent_span",
     "score_label",
     "span_context_from_traceparent",
@@ -72,7 +73,8 @@ CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 CAPTURE_MODES: tuple[CaptureMode, ...] = get_args(CaptureMode)
 
 SpanEventPlacement = Literal["agent", "confession", "off"]
-"""Where the span-event copy of ``gen_ai.evaluation.result`` goes."""
+"""Where the span-event copy of ``gen_ai.evaluation.result`` goes (``"off"``: none, the
+default; the log record is the primary form)."""
 
 SCORE_LABELS: tuple[str, ...] = ("pass", "fail")
 """Values of ``gen_ai.evaluation.score.label``: a reading of the grade (the paper's rubric:
@@ -99,6 +101,7 @@ _ACTIVE: contextvars.ContextVar[ConfessionSpan | None] = contextvars.ContextVar(
 
 
 _RECENT_SPANS: OrderedDict[str, trace.SpanContext] = OrderedDict()
+_RECENT_EVALUATED: OrderedDict[str, trace.SpanContext] = OrderedDict()
 _RECENT_SPANS_MAX = 4096
 _RECENT_LOCK = threading.Lock()
 
@@ -110,14 +113,27 @@ def span_context_of(confession_id: str) -> trace.SpanContext | None:
         return _RECENT_SPANS.get(confession_id)
 
 
-def _remember(confession_id: str, context: trace.SpanContext) -> None:
+def evaluated_span_context_of(confession_id: str) -> trace.SpanContext | None:
+    """The span context of the operation a recently recorded confession evaluated: the
+    agent's invocation span (the outermost agent span in view), or the confession span
+    when there was none. Where native evaluations (Phoenix annotations, MLflow feedback)
+    belong. Bounded like :func:`span_context_of`."""
+    with _RECENT_LOCK:
+        return _RECENT_EVALUATED.get(confession_id) or _RECENT_SPANS.get(confession_id)
+
+
+def _remember(
+    confession_id: str,
+    context: trace.SpanContext,
+    store: OrderedDict[str, trace.SpanContext] = _RECENT_SPANS,
+) -> None:
     if not context.is_valid:
         return
     with _RECENT_LOCK:
-        _RECENT_SPANS[confession_id] = context
-        _RECENT_SPANS.move_to_end(confession_id)
-        while len(_RECENT_SPANS) > _RECENT_SPANS_MAX:
-            _RECENT_SPANS.popitem(last=False)
+        store[confession_id] = context
+        store.move_to_end(confession_id)
+        while len(store) > _RECENT_SPANS_MAX:
+            store.popitem(last=False)
 
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
@@ -301,12 +317,18 @@ class ConfessionTelemetry:
             context. Default ``True``: that is where current conventions put events (a
             no-op until the application installs a logs SDK).
         logger_provider: OTel API logger provider for ``log_events``. Default ``None``: global.
-        span_event: where to put a span-event copy of the result, for backends that read
-            only span events: ``"agent"`` (default: the evaluated agent span, falling back
-            to the confession span once the agent span has ended), ``"confession"`` (the
-            confession span), or ``"off"``.
+        span_event: a span-event copy of the result, for backends that show only span
+            events (trace-only stores: Phoenix, MLflow, Jaeger, Zipkin):
+            ``"off"`` (default: OpenTelemetry is deprecating span events in favour of log
+            records correlated with the span, and Phoenix and MLflow get native
+            evaluations from :mod:`confessional.annotations`), ``"agent"`` (the evaluated
+            agent span, falling back to the confession span once the agent span has
+            ended), or ``"confession"`` (the confession span).
         flag_enclosing_span: set ``confession.flagged`` on the enclosing agent span for
-            ``flag``/``halt`` verdicts. Default ``True``: that is where users filter runs.
+            ``flag``/``halt`` verdicts, and mark a halted run's agent span with status
+            ``ERROR`` (description ``confession halted the run``, ``error.type``
+            ``confession_halted``): its answer was withheld, and the status is what trace
+            lists show. Default ``True``: that is where users filter runs.
         tag_langchain_run: for ``flag``/``halt`` verdicts, add a tiny ``confession_verdict``
             child run carrying tags and metadata so LangSmith users can filter. Default ``True``.
     """
@@ -320,7 +342,7 @@ class ConfessionTelemetry:
         max_attribute_length: int = 4096,
         log_events: bool = True,
         logger_provider: LoggerProvider | None = None,
-        span_event: SpanEventPlacement = "agent",
+        span_event: SpanEventPlacement = "off",
         flag_enclosing_span: bool = True,
         tag_langchain_run: bool = True,
     ) -> None:
@@ -563,9 +585,15 @@ class ConfessionTelemetry:
             return
         try:
             parent = active.parent if active is not None else resolve_parent_span()
-            for span in _agent_spans(parent):
+            spans = _agent_spans(parent)
+            for span in spans:
                 if span.is_recording():
                     span.set_attributes(attributes)
+            # A halted run's answer was withheld: its invocation span (the evaluated one)
+            # says so in the status, which trace lists show. Flag verdicts deliver: no status.
+            if confession.verdict == "halt" and spans and spans[-1].is_recording():
+                spans[-1].set_attribute(semconv.ERROR_TYPE, semconv.ERROR_TYPE_HALTED)
+                spans[-1].set_status(Status(StatusCode.ERROR, semconv.STATUS_HALTED))
         except Exception as exc:
             report_failure(
                 "telemetry", type(exc).__name__, "could not flag the enclosing span", exc_info=exc
@@ -613,11 +641,23 @@ class ConfessionSpan:
         except Exception:  # the failure itself was already reported by the caller
             logger.debug("could not mark a failure on the confession span", exc_info=True)
 
+    def evaluated_span(self) -> Span:
+        """The evaluated operation: the outermost agent span in view, else this span."""
+        enclosing = _agent_spans(self.parent)
+        return enclosing[-1] if enclosing else self.span
+
     def _record(self, confession: Confession, episode: Episode | None) -> None:
         t = self.telemetry
         span = self.span
+        evaluated = self.evaluated_span()
         _remember(confession.id, span.get_span_context())
+        _remember(confession.id, evaluated.get_span_context(), _RECENT_EVALUATED)
         attributes = self.attributes(confession, episode)
+        evaluated_context = evaluated.get_span_context()
+        if evaluated is not span and evaluated_context.is_valid:
+            attributes[semconv.CONFESSION_EVALUATED_SPAN_ID] = format(
+                evaluated_context.span_id, "016x"
+            )
         span.set_attributes(attributes)
 
         if confession.status == "error":
@@ -627,12 +667,12 @@ class ConfessionSpan:
             span.set_status(Status(StatusCode.ERROR, detail or error_type))
             self._errored = True
 
-        self._evaluation_event(confession)
+        self._evaluation_event(confession, evaluated)
 
-    def _evaluation_event(self, confession: Confession) -> None:
+    def _evaluation_event(self, confession: Confession, evaluated: Span) -> None:
         """``gen_ai.evaluation.result``, parented to the evaluated operation (the agent's
-        span) as the GenAI conventions ask: a log record through the Logs API, plus a
-        span-event copy for backends that read only span events."""
+        span) as the GenAI conventions ask: a log record through the Logs API, plus an
+        opt-in span-event copy for backends that read only span events."""
         t = self.telemetry
         event: dict[str, AttributeValue] = {
             semconv.GEN_AI_EVALUATION_NAME: semconv.EVALUATION_NAME_CONFESSION,
@@ -646,9 +686,6 @@ class ConfessionSpan:
         if confession.status == "error":
             event[semconv.ERROR_TYPE] = confession.error_type or _error_type(confession.error)
         explanation = confession.explanation() if t.capture_content != "NO_CONTENT" else ""
-        # The evaluated operation is the agent invocation: the outermost agent span in view.
-        enclosing = _agent_spans(self.parent)
-        evaluated: Span = enclosing[-1] if enclosing else self.span
 
         if t.span_event != "off":
             target = evaluated if t.span_event == "agent" else self.span
