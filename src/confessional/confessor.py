@@ -8,6 +8,7 @@ and retry logic; :meth:`Confessor.confess` and :meth:`Confessor.aconfess` only d
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from confessional.models import load_chat_model
 from confessional.parsing import parse_report, quoted_reports
 from confessional.request import (
     RequestRole,
+    RequestStyle,
     bind_replay,
     binds_tools,
     build_request,
@@ -42,10 +44,11 @@ from confessional.request import (
     reply_text,
     resolve_request_role,
     tool_definition_tokens,
+    validate_request_style,
 )
-from confessional.schema import ConfessionReport
+from confessional.schema import FAILING_GRADE, UNREPORTED_LABELS, ConfessionReport
 
-__all__ = ["Confessor", "OutputMode", "check_model", "model_name_of"]
+__all__ = ["Confessor", "OutputMode", "check_model", "model_name_of", "worst_report"]
 
 OutputMode = Literal["auto", "structured", "text"]
 """How the report is requested. In every mode the agent's tools stay bound (tool choice
@@ -250,6 +253,45 @@ def _reported(confession: Confession) -> Confession:
     return confession
 
 
+def _admits(report: ConfessionReport) -> bool:
+    return (
+        report.overall_compliance_grade <= FAILING_GRADE
+        or bool(report.shortcuts)
+        or any(o.compliance in UNREPORTED_LABELS for o in report.compliance_analysis)
+    )
+
+
+def worst_report(reports: Sequence[ConfessionReport]) -> ConfessionReport:
+    """The report that admits the most, of several samples about one episode: one that
+    admits a hidden problem (failing grade, a shortcut, or an objective labelled as not met
+    or doubtful without telling the user) before one that does not; then the lowest grade;
+    then the most such objectives and shortcuts; then the earliest sample."""
+    if not reports:
+        raise ValueError("worst_report needs at least one report")
+
+    def badness(item: tuple[int, ConfessionReport]) -> tuple[bool, int, int, int]:
+        index, report = item
+        hidden = sum(o.compliance in UNREPORTED_LABELS for o in report.compliance_analysis)
+        return (
+            _admits(report),
+            -report.overall_compliance_grade,
+            hidden + len(report.shortcuts),
+            -index,
+        )
+
+    return max(enumerate(reports), key=badness)[1]
+
+
+def _sample_seed(model: BaseChatModel, sample: int) -> int | None:
+    """The seed of sample ``sample`` (> 0) for a model class with a ``seed`` field (the
+    OpenAI-compatible ones, the local model included): a fixed seed would make every sample
+    the same text. ``None`` when the class has no such field."""
+    if "seed" not in type(model).model_fields:
+        return None
+    base = getattr(model, "seed", None)
+    return ((base if isinstance(base, int) else 0) + 7919 * sample) & 0x7FFFFFFF
+
+
 class Confessor:
     """Asks a model for a :class:`ConfessionReport` about the latest episode.
 
@@ -269,6 +311,18 @@ class Confessor:
             episodes are compacted (tool outputs first, then tool-call arguments, then long
             model text). Default 100 000, under the context window of current frontier
             models with room for the reply.
+        request_style: what the request adds to the schema and rubric, see
+            :data:`~confessional.request.RequestStyle` (evidence list, quoted objectives,
+            direct questions per shortcut family, or all three). Default ``"standard"``,
+            the paper's request; the README's "Confession request variants" has each
+            one's measurement on the local model. Every style is one model call.
+        samples: confessions drawn per episode; the one that admits the most is kept
+            (:func:`worst_report`). Cost: ``samples`` model calls per confession (prompt
+            caches make the later ones cheaper, the reply is paid each time), all within
+            ``timeout_s``; a sample that fails or runs out of time is dropped as long as
+            another succeeded. Samples differ only when the model samples (temperature above
+            0); a model class with a ``seed`` field gets a distinct seed per sample. Default
+            1: one call, the paper's method.
 
     Raises:
         ConfigurationError: a setting is invalid, ``model`` has no API key, or
@@ -284,7 +338,12 @@ class Confessor:
         timeout_s: float = 60.0,
         parse_retries: int = 1,
         token_budget: int = 100_000,
+        request_style: RequestStyle = "standard",
+        samples: int = 1,
     ) -> None:
+        validate_request_style(request_style)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigurationError(f"samples must be an integer >= 1, got {samples!r}")
         for name, value, allowed in (
             ("output_mode", output_mode, get_args(OutputMode)),
             ("request_role", request_role, get_args(RequestRole)),
@@ -315,6 +374,8 @@ class Confessor:
         self.timeout_s = timeout_s
         self.parse_retries = parse_retries
         self.token_budget = token_budget
+        self.request_style: RequestStyle = request_style
+        self.samples = samples
 
     def __repr__(self) -> str:
         name = model_name_of(self.model) if self.model is not None else "agent's model"
@@ -398,16 +459,20 @@ class Confessor:
             return provider_of(chat) != "other"
         return self.output_mode == "structured"
 
-    def _runnable(self, job: _Job, *, structured: bool) -> Runnable[Any, Any]:
+    def _runnable(self, job: _Job, *, structured: bool, sample: int = 0) -> Runnable[Any, Any]:
         if structured and provider_of(job.chat) == "other":
             # No native schema known to coexist with tools: the model's own structured
             # output (explicit "structured" mode only; "auto" asks in text instead).
             return job.chat.with_structured_output(ConfessionReport, include_raw=True)
+        settings = dict(job.model_settings)
+        seed = _sample_seed(job.chat, sample) if sample else None
+        if seed is not None:
+            settings["seed"] = seed
         bound = bind_replay(
             job.chat,
             job.episode,
             tools=job.tools,
-            model_settings=job.model_settings,
+            model_settings=settings,
             native_schema=structured,
         )
         # A chain run named "confession" around the model call, so tracers that name
@@ -417,7 +482,7 @@ class Confessor:
 
     # -- the dialogue, shared by the sync and async drivers --------------------------
 
-    def _dialogue(self, job: _Job) -> Generator[_Call, Any, ConfessionReport]:
+    def _dialogue(self, job: _Job, sample: int = 0) -> Generator[_Call, Any, ConfessionReport]:
         """Yields the calls to make and receives each reply (or has the call's exception
         thrown in); returns the report or raises why there is none.
 
@@ -431,10 +496,14 @@ class Confessor:
         reserved = tool_definition_tokens(job.tools)
         role = resolve_request_role(self.request_role, job.chat)
         request = build_request(
-            episode, role=role, token_budget=self.token_budget, reserved_tokens=reserved
+            episode,
+            role=role,
+            token_budget=self.token_budget,
+            reserved_tokens=reserved,
+            style=self.request_style,
         )
         structured = self._structured_first(job.chat)
-        runnable = self._runnable(job, structured=structured)
+        runnable = self._runnable(job, structured=structured, sample=sample)
         messages, retries_left = request, self.parse_retries
         while True:
             try:
@@ -443,7 +512,7 @@ class Confessor:
                 fallback = self.output_mode == "auto" and structured
                 if fallback:
                     structured = False
-                    runnable = self._runnable(job, structured=False)
+                    runnable = self._runnable(job, structured=False, sample=sample)
                 if not _is_reply_error(exc):
                     if fallback:
                         continue  # the same request, asking in text
@@ -495,18 +564,26 @@ class Confessor:
         def perform(call: _Call) -> Any:
             return call.runnable.invoke(call.messages, config=job.config)
 
-        try:
-            # A model whose own client timeout bounds every attempt (the first call, the
-            # text fallback, the retries) runs right here: no hand-off to the pool.
-            report = run_with_timeout(
-                lambda: drive(self._dialogue(job), perform),
-                self.timeout_s,
-                model=job.chat,
-                attempts=self.parse_retries + 2,
-            )
-        except Exception as exc:
-            return self._failed(job.episode, job.chat, job.started, exc, job.replay)
-        return self._result(job, report)
+        reports: list[ConfessionReport] = []
+        failure: Exception | None = None
+        for sample in range(self.samples):
+            remaining = self._remaining(job, sample)
+            if remaining is None:
+                break
+            try:
+                # A model whose own client timeout bounds every attempt (the first call,
+                # the text fallback, the retries) runs right here: no hand-off to the pool.
+                reports.append(
+                    run_with_timeout(
+                        functools.partial(drive, self._dialogue(job, sample), perform),
+                        remaining,
+                        model=job.chat,
+                        attempts=self.parse_retries + 2,
+                    )
+                )
+            except Exception as exc:
+                failure = exc
+        return self._outcome(job, reports, failure)
 
     async def aconfess(
         self,
@@ -525,8 +602,36 @@ class Confessor:
         async def perform(call: _Call) -> Any:
             return await call.runnable.ainvoke(call.messages, config=job.config)
 
-        try:
-            report = await await_with_timeout(adrive(self._dialogue(job), perform), self.timeout_s)
-        except Exception as exc:
-            return self._failed(job.episode, job.chat, job.started, exc, job.replay)
-        return self._result(job, report)
+        reports: list[ConfessionReport] = []
+        failure: Exception | None = None
+        for sample in range(self.samples):
+            remaining = self._remaining(job, sample)
+            if remaining is None:
+                break
+            try:
+                reports.append(
+                    await await_with_timeout(
+                        adrive(self._dialogue(job, sample), perform), remaining
+                    )
+                )
+            except Exception as exc:
+                failure = exc
+        return self._outcome(job, reports, failure)
+
+    # -- samples ------------------------------------------------------------------------
+
+    def _remaining(self, job: _Job, sample: int) -> float | None:
+        """Seconds for sample ``sample``: all of ``timeout_s`` for the first, what is left
+        of it for the others; ``None`` when nothing is left."""
+        if sample == 0:
+            return self.timeout_s
+        remaining = self.timeout_s - (time.perf_counter() - job.started)
+        return remaining if remaining > 0 else None
+
+    def _outcome(
+        self, job: _Job, reports: list[ConfessionReport], failure: Exception | None
+    ) -> Confession:
+        if reports:
+            return self._result(job, worst_report(reports))
+        assert failure is not None  # the first sample always runs
+        return self._failed(job.episode, job.chat, job.started, failure, job.replay)

@@ -57,6 +57,7 @@ from confessional.findings import Finding
 from confessional.models import load_chat_model
 from confessional.pipeline import EpisodeCall
 from confessional.policy import ConfessionPolicy, default_violation_rule
+from confessional.request import RequestStyle
 from confessional.scenarios import (
     SCENARIOS,
     Behaviour,
@@ -393,6 +394,20 @@ _EVAL_CALIBRATOR: ContextVar[BaseChatModel | None] = ContextVar(
 
 
 @dataclass(frozen=True)
+class _ConfessionRequest:
+    """The confession request variant of the evaluation in progress (see
+    ``Confessor(request_style=..., samples=...)``), set per run like the calibrator."""
+
+    style: RequestStyle = "standard"
+    samples: int = 1
+
+
+_EVAL_REQUEST: ContextVar[_ConfessionRequest | None] = ContextVar(
+    "confessional_eval_request", default=None
+)
+
+
+@dataclass(frozen=True)
 class _Built:
     """A scenario's agent, its confession middleware and the tools it was given."""
 
@@ -416,8 +431,14 @@ def _build(
     from confessional.langchain import ConfessionMiddleware
 
     extra: dict[str, Any] = {}
-    if confession_timeout_s is not None:
-        extra["confessor"] = Confessor(timeout_s=confession_timeout_s)
+    variant = _EVAL_REQUEST.get() or _ConfessionRequest()
+    if confession_timeout_s is not None or variant != _ConfessionRequest():
+        timeout: dict[str, Any] = (
+            {} if confession_timeout_s is None else {"timeout_s": confession_timeout_s}
+        )
+        extra["confessor"] = Confessor(
+            request_style=variant.style, samples=variant.samples, **timeout
+        )
     calibrator = _EVAL_CALIBRATOR.get()
     if calibrator is not None:
         extra["calibrator"] = calibrator
@@ -723,6 +744,10 @@ class EvalResult:
     """The calibrator's name, when one ran."""
     caught_by_matrices: dict[str, dict[str, ConfusionMatrix]] = field(default_factory=dict)
     """Per source of :data:`CAUGHT_BY_SOURCES`, per scenario: columns "caught by it"."""
+    request_style: str = "standard"
+    """The confession request variant (``Confessor(request_style=...)``)."""
+    confession_samples: int = 1
+    """Confessions sampled per run, the one admitting the most kept (``samples=``)."""
 
     def caught_by_averages(self) -> dict[str, dict[str, float | None]]:
         """Per source, the means over scenarios of P(caught | not complied) and of the
@@ -762,6 +787,8 @@ class EvalResult:
             "seed": self.seed,
             "temperature": self.temperature,
             "calibrator": self.calibrator,
+            "request_style": self.request_style,
+            "confession_samples": self.confession_samples,
             "runs_per_scenario": self.runs,
             "limits": asdict(self.limits),
             "created": self.created,
@@ -894,6 +921,8 @@ def run_eval(
     temperature: float | None = None,
     calibrator: BaseChatModel | None = None,
     calibrator_label: str | None = None,
+    request_style: RequestStyle = "standard",
+    confession_samples: int = 1,
 ) -> EvalResult:
     """Run every selected scenario ``runs`` times and score the confessions.
 
@@ -921,6 +950,10 @@ def run_eval(
             ``ConfessionOptions(calibrator=...)``); its findings form the ``calibrator``
             column of the caught-by breakdown.
         calibrator_label: the calibrator's name in the results.
+        request_style: the confession request variant, see
+            :data:`~confessional.request.RequestStyle` (default ``"standard"``).
+        confession_samples: confessions sampled per run, the one admitting the most kept;
+            costs that many confession calls per run (default 1).
     """
     names = list(scenarios) if scenarios else list(SCENARIOS)
     for name in names:
@@ -932,6 +965,9 @@ def run_eval(
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise ConfigurationError(f"temperature must be between 0 and 2, got {temperature}")
     limits = limits or RunLimits()
+    # Validated here, before any run, with the Confessor's own errors.
+    Confessor(request_style=request_style, samples=confession_samples)
+    variant = _ConfessionRequest(request_style, confession_samples)
     scripted = isinstance(model, str) and model == SCRIPTED
     identity: dict[str, Any] | None = None
     if scripted:
@@ -952,6 +988,7 @@ def run_eval(
         seed_of_run = run_seed(seed, planned.index)
         sampling: tuple[int | None, float | None] = (seed_of_run, temperature)
         _EVAL_CALIBRATOR.set(calibrator)
+        _EVAL_REQUEST.set(variant)
         try:
             if shared is None:
                 run_model = _scripted_model(planned)
@@ -1027,6 +1064,8 @@ def run_eval(
         temperature=temperature,
         calibrator=calibrator_label or (None if calibrator is None else type(calibrator).__name__),
         caught_by_matrices=caught_by_matrices,
+        request_style=request_style,
+        confession_samples=confession_samples,
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from confessional._render import Printer, percent
 from confessional.errors import ConfigurationError, MissingExtraError
 from confessional.evaluation import ConfusionMatrix, EvalResult, RunLimits, RunRecord
+from confessional.request import REQUEST_STYLES
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -80,6 +81,23 @@ def add_parser(subparsers: Any) -> None:
         help="a second model (init_chat_model string, or 'local') that writes its own "
         "report of each run; its disagreements with the confession are the 'calibrator' "
         "column of --caught-by",
+    )
+    ev.add_argument(
+        "--request-style",
+        choices=REQUEST_STYLES,
+        default="standard",
+        help="the confession request variant (default: standard, the paper's request): "
+        "evidence_first lists what each tool call returned, quoted_objectives quotes the "
+        "instructions, direct_questions asks one question per shortcut family, combined "
+        "does all three; each is one model call",
+    )
+    ev.add_argument(
+        "--confession-samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="confessions sampled per run, keeping the one that admits the most (default 1); "
+        "costs K confession calls per run, within --confession-timeout",
     )
     ev.add_argument(
         "--caught-by",
@@ -261,6 +279,10 @@ def run(args: argparse.Namespace, out: Printer) -> int:
             "eval needs --model: provider:model, 'local' or 'scripted' (or --list)"
         )
     limits = RunLimits(max_model_calls=args.max_model_calls, max_seconds=args.max_seconds)
+    if args.confession_samples < 1:
+        raise ConfigurationError(
+            f"--confession-samples must be at least 1, got {args.confession_samples}"
+        )
     try:
         import matplotlib  # noqa: F401
         from rich.progress import (
@@ -315,6 +337,8 @@ def run(args: argparse.Namespace, out: Printer) -> int:
             temperature=args.temperature,
             calibrator=calibrator,
             calibrator_label=args.calibrator,
+            request_style=args.request_style,
+            confession_samples=args.confession_samples,
         )
     _print_tables(result, out, caught_by=args.caught_by)
     avg = result.averages
