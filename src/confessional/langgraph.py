@@ -9,7 +9,7 @@ appends the result to ``state["confessions"]`` and routes with ``Command(goto=..
   replaced in ``messages`` by a notice (the original goes to ``confession_withheld``);
 - ``interrupt``: ``langgraph.types.interrupt`` with the report as payload (needs a
   checkpointer). The payload is a LangChain ``HITLRequest`` (see
-  :func:`confessional.control.review_payload`). Resume with the HITL response
+  :func:`confessional.review.review_payload`). Resume with the HITL response
   (``{"decisions": [{"type": "approve"}]}``, ``reject`` with a ``message``, ``edit`` with
   a replacement answer) or ``"approve"`` / ``"reject"``: approve continues to ``next``,
   edit continues with the replacement; reject ends as ``end`` does, or raises when
@@ -50,18 +50,13 @@ from langgraph.graph import END, MessagesState, StateGraph
 from langgraph.types import Command
 from typing_extensions import assert_never
 
+from confessional._control import aconfess_durably, confess_durably, resolve
 from confessional._graph import CheckpointerCheck
 from confessional.confession import Confession
-from confessional.control import (
-    ReviewDecision,
-    aconfess_durably,
-    confess_durably,
-    resolve,
-    review_payload,
-)
 from confessional.errors import ConfigurationError
 from confessional.options import ConfessionOptions
 from confessional.pipeline import ConfessionPipeline, EpisodeCall
+from confessional.review import ReviewDecision, review_payload
 from confessional.sinks import CONFESSION_EVENT, confession_event_payload
 
 __all__ = [

@@ -62,9 +62,7 @@ from langgraph.types import Command
 from typing_extensions import NotRequired, assert_never
 
 from confessional._aio import adrive, drive
-from confessional._graph import CheckpointerCheck
-from confessional.confession import Confession
-from confessional.control import (
+from confessional._control import (
     aconfess_durably,
     as_confession,
     confess_durably,
@@ -73,6 +71,8 @@ from confessional.control import (
     resolve,
     withheld_notice,
 )
+from confessional._graph import CheckpointerCheck
+from confessional.confession import Confession
 from confessional.ending import Ending, ending_of_error, ending_of_messages
 from confessional.errors import ConfigurationError
 from confessional.options import ConfessionOptions
