@@ -8,6 +8,7 @@ frameworks) or any other form LangChain's ``convert_to_messages`` accepts.
 
 from __future__ import annotations
 
+import functools
 import json
 import weakref
 from collections.abc import Mapping, Sequence
@@ -130,10 +131,33 @@ class Episode:
     def has_tool_calls(self) -> bool:
         return bool(self.tool_calls)
 
+    @functools.cached_property
+    def text_size(self) -> int:
+        """Characters of text in the episode's messages (content only), to tell a large
+        episode, whose CPU-heavy steps leave the event loop, from an ordinary one."""
+        return sum(_content_size(m.content) for m in self.messages)
+
     @property
     def rounds(self) -> int:
         """Number of model responses in the task that called tools."""
         return len({c.round for c in self.tool_calls})
+
+
+def _content_size(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(_content_size(block) for block in content)
+    if isinstance(content, Mapping):
+        return sum(_content_size(value) for value in content.values())
+    return 0
+
+
+LARGE_EPISODE_CHARS = 250_000
+"""From this many characters of text (:attr:`Episode.text_size`) on, async paths run the
+episode's CPU-heavy steps (the audit's checks, building the request) on a worker thread:
+at about 1 ms per 10 kB for the audit, a larger episode would stall the event loop for
+longer than a tick of a busy server, and a smaller one costs less than the hand-off."""
 
 
 def message_text(message: BaseMessage | str | Sequence[Any]) -> str:

@@ -362,7 +362,10 @@ def _message_chars(message: BaseMessage) -> int:
     """Characters of the message in a wire-like JSON form (role, content, calls, ids).
 
     Arguments are counted as a JSON string inside JSON, as OpenAI sends them (escaped),
-    which over-counts Anthropic's object form a little: a safe side for a budget.
+    which over-counts Anthropic's object form a little: a safe side for a budget. Text
+    content is measured with the characters JSON escapes counted twice, which is what
+    encoding it would give for ordinary text, without encoding a 10 MB tool output (a
+    single C call that would hold the event loop for tens of milliseconds).
     """
     content = message.content
     calls = message.tool_calls if isinstance(message, AIMessage) else []
@@ -371,7 +374,8 @@ def _message_chars(message: BaseMessage) -> int:
         content = [
             b for b in content if not (isinstance(b, Mapping) and b.get("type") == "tool_use")
         ]
-    wire: dict[str, Any] = {"role": message.type, "content": content}
+    size = _text_chars(content) if isinstance(content, str) else 0
+    wire: dict[str, Any] = {"role": message.type, "content": "" if size else content}
     if isinstance(message, ToolMessage):
         wire["tool_call_id"] = message.tool_call_id
     if calls:
@@ -383,7 +387,21 @@ def _message_chars(message: BaseMessage) -> int:
             }
             for call in calls
         ]
-    return len(json.dumps(wire, default=str, ensure_ascii=False))
+    return size + len(json.dumps(wire, default=str, ensure_ascii=False))
+
+
+_SCANNED_TEXT_CHARS: Final = 65_536
+
+
+def _text_chars(text: str) -> int:
+    """``len(json.dumps(text)) - 2`` for text whose only escapes are quotes, backslashes,
+    newlines and tabs (other control characters are rare in text and count once). Past
+    64 kB the escapes are estimated at 2% instead of counted: a budget only needs the
+    size, and each count is a pass over the whole text on the caller's thread."""
+    if len(text) > _SCANNED_TEXT_CHARS:
+        return len(text) + len(text) // 50
+    escaped = text.count('"') + text.count("\\") + text.count("\n") + text.count("\t")
+    return len(text) + escaped
 
 
 def estimate_tokens(messages: Iterable[BaseMessage]) -> int:

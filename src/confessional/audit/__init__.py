@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from confessional._aio import adrive, drive, run_sync
+from confessional._offload import OffloadUnavailable, call_off_process
 from confessional.audit.checks import (
     DEFAULT_MUTATING_TOOL_PATTERNS,
     DEFAULT_VERIFYING_TOOL_PATTERNS,
@@ -41,7 +42,7 @@ from confessional.audit.checks import (
 from confessional.audit.ending import unfinished_episode
 from confessional.audit.injection import ExposureUnresolved, InjectedArguments
 from confessional.audit.unsourced import UnsourcedArguments
-from confessional.episode import Episode, MessageLike, extract_episode
+from confessional.episode import LARGE_EPISODE_CHARS, Episode, MessageLike, extract_episode
 from confessional.errors import ConfigurationError
 from confessional.findings import (
     CHECK_FAILED,
@@ -153,6 +154,45 @@ class _ResolvedCheck:
         argument: Any = context.episode if self.takes_episode else context
         result: CheckResult = self.check(argument)
         return result
+
+    @property
+    def blocking(self) -> bool:
+        """Whether an async audit runs it as plain CPU work (no ``acheck``)."""
+        return not isinstance(self.check, AsyncCapableCheck)
+
+
+def _run_blocking_checks(
+    checks: Sequence[tuple[Any, bool]], context: CheckContext
+) -> list[list[Finding] | Exception]:
+    """Every check's findings, or the exception it raised (in the worker process)."""
+    outcomes: list[list[Finding] | Exception] = []
+    for check, takes_episode in checks:
+        try:
+            outcomes.append(list(check(context.episode if takes_episode else context)))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _off_the_loop(
+    resolved: Sequence[_ResolvedCheck], context: CheckContext
+) -> dict[int, list[Finding] | Exception]:
+    """The outcomes of the blocking checks of a large episode, computed off the event
+    loop: in the worker process, or on a thread when a check or the episode cannot be
+    sent there (a lambda, an unpicklable tool output)."""
+    indices = [index for index, r in enumerate(resolved) if r.blocking]
+    checks = [(resolved[index].check, resolved[index].takes_episode) for index in indices]
+    try:
+        outcomes = await asyncio.to_thread(call_off_process, _run_blocking_checks, checks, context)
+    except OffloadUnavailable as exc:
+        report_failure(
+            "check",
+            "offload_unavailable",
+            f"the audit of a large episode could not run in the worker process ({exc}); "
+            "it runs on a thread instead, and the event loop may stall",
+        )
+        outcomes = await asyncio.to_thread(_run_blocking_checks, checks, context)
+    return dict(zip(indices, outcomes, strict=True))
 
 
 def default_checks(
@@ -276,19 +316,33 @@ class Auditor:
         inline), so it means the same on both paths."""
         if type(self).audit is not Auditor.audit:
             return self.audit(episode) if report is None else self.audit(episode, report)
-        return await adrive(
-            self._steps(_context(episode, report), in_event_loop=True), _as_awaitable
-        )
+        context = _context(episode, report)
+        done: dict[int, list[Finding] | Exception] = {}
+        if context.episode.text_size >= LARGE_EPISODE_CHARS:
+            done = await _off_the_loop(self._resolved, context)
+        return await adrive(self._steps(context, in_event_loop=True, done=done), _as_awaitable)
 
     def _steps(
-        self, context: CheckContext, *, in_event_loop: bool
+        self,
+        context: CheckContext,
+        *,
+        in_event_loop: bool,
+        done: Mapping[int, list[Finding] | Exception] | None = None,
     ) -> Generator[Awaitable[Iterable[Finding]], Iterable[Finding], list[Finding]]:
         """One step sequence for both drivers: each async check's awaitable is yielded for
-        the driver to run (sync) or await (async); its failure is thrown back in here."""
+        the driver to run (sync) or await (async); its failure is thrown back in here.
+        ``done``: outcomes already computed off the event loop, by check index."""
         findings: list[Finding] = []
-        for resolved in self._resolved:
+        for index, resolved in enumerate(self._resolved):
             try:
-                result = resolved.start(context, in_event_loop=in_event_loop)
+                outcome = (done or {}).get(index)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                result = (
+                    outcome
+                    if outcome is not None
+                    else resolved.start(context, in_event_loop=in_event_loop)
+                )
                 if inspect.isawaitable(result):
                     result = yield result
                 produced = list(result)  # a check that fails halfway adds nothing
