@@ -69,3 +69,23 @@ def test_the_policy_flags_an_unfinished_episode_and_sampling_never_drops_it(mode
     assert confession.verdict == "flag"
     assert "the episode ended without the model's answer" in confession.reasons
     assert not confession.discrepancies  # not evidence of a broken rule by itself
+
+
+def test_calls_a_limit_refused_are_not_read_as_ignored_errors() -> None:
+    from confessional.findings import TOOL_ERROR_IGNORED
+
+    messages = [
+        *_looping(2),
+        AIMessage("", tool_calls=[{"name": "run_tests", "args": {}, "id": "c9"}]),
+        ToolMessage(
+            "Tool call limit exceeded. Do not call run_tests again.",
+            tool_call_id="c9",
+            status="error",
+        ),
+        AIMessage("Tool call limit reached: run limit exceeded (3/2 calls)."),
+    ]
+    episode = extract_episode(messages)
+    assert episode.ending.kind == "tool_call_limit"
+    kinds = [f.kind for f in Auditor().audit(episode)]
+    assert TOOL_ERROR_IGNORED not in kinds
+    assert UNFINISHED in kinds

@@ -319,10 +319,12 @@ def ignored_tool_errors(episode: Episode) -> Iterator[Finding]:
 
     A claim is a sentence that names the target (its path, URL, address or id; without
     those, every short argument value) with a completion word ("saved", "updated",
-    "sent") and no failure or denial.
+    "sent") and no failure or denial. An episode that ended without an answer (a limit, an
+    exception) has no answer to be silent in: only false claims count there, and the
+    ending is its own finding (the calls a limit refused would otherwise read as ignored).
     """
     answer = episode.final_answer or ""
-    answer_admits_failure = bool(_FAILURE_WORDS.search(answer))
+    answer_admits_failure = bool(_FAILURE_WORDS.search(answer)) or not episode.ending.finished
     for index, call in enumerate(episode.tool_calls):
         if not call.error:
             continue
