@@ -1,9 +1,11 @@
-"""``confessional review list|show|approve|reject``: the reviewer's side of interrupts.
+"""``confessional review list|show|approve|reject|serve``: the reviewer's side of interrupts.
 
 - ``list``: pending confession reviews on every thread (a table, or ``--json``).
 - ``show THREAD``: one thread's pending review in full.
 - ``approve THREAD [--answer TEXT]`` / ``reject THREAD [--message TEXT]``: apply a
   decision (``--answer`` makes it an edit), through the graph given with ``--graph``.
+- ``serve``: the reviewers' web page (the ``review-web`` extra), on 127.0.0.1 by default,
+  behind an access token printed at start (or read from ``--token-file``).
 
 ``--checkpointer`` is ``sqlite:///PATH`` (``sqlite:////abs/path.db`` for an absolute path,
 as in SQLAlchemy URLs) or ``postgresql://...``. ``--graph`` is ``module_or_file:attribute``,
@@ -88,6 +90,53 @@ def add_parser(subparsers: Any) -> None:
             help="the review to answer (from 'list'); refused if the thread is not paused on it",
         )
         sub.add_argument("--reviewer", help="name recorded with the decision (default user@host)")
+    _add_serve(actions)
+
+
+def _add_serve(actions: Any) -> None:
+    from confessional.telemetry import CAPTURE_MODES
+
+    serve = actions.add_parser(
+        "serve",
+        help="the reviewers' web page (list, detail, decide)",
+        description="Serve a web page where reviewers list pending confession reviews, "
+        "read one and approve, edit or reject it. Needs the review-web extra.",
+    )
+    serve.add_argument(
+        "--checkpointer",
+        required=True,
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST/DB",
+    )
+    serve.add_argument(
+        "--graph",
+        required=True,
+        metavar="MODULE_OR_FILE:ATTRIBUTE",
+        help="the graph that paused, e.g. my_app.agent:graph or ./agent.py:graph",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="read the access token from FILE (first line) instead of generating one",
+    )
+    serve.add_argument(
+        "--capture-content",
+        choices=CAPTURE_MODES,
+        help="show the model's words (withheld answer, transcript, objectives) unless "
+        "NO_CONTENT; default: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, as for spans",
+    )
+    serve.add_argument(
+        "--claim-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="take over a claim never applied after this long (default 300)",
+    )
 
 
 @contextmanager
@@ -251,9 +300,53 @@ def _emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _token(path: Path | None) -> tuple[str, bool]:
+    """The access token and whether it was generated here."""
+    if path is None:
+        from confessional.review.web import new_token
+
+        return new_token(), True
+    lines = path.read_text(encoding="utf-8").splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < 16:
+        raise ReviewCommandError(
+            f"--token-file {str(path)!r}: the first line must hold a token of 16 characters or more"
+        )
+    return token, False
+
+
+def _serve(args: argparse.Namespace, saver: BaseCheckpointSaver[Any]) -> int:
+    from confessional.review import DEFAULT_CLAIM_TTL_S
+    from confessional.review.web import create_app, serve
+
+    token, generated = _token(args.token_file)
+    graph = load_graph(args.graph, saver)
+    app = create_app(
+        checkpointer=saver,
+        graph=graph,
+        token=token,
+        capture_content=args.capture_content,
+        claim_ttl_s=DEFAULT_CLAIM_TTL_S if args.claim_ttl is None else args.claim_ttl,
+    )
+
+    def started(url: str) -> None:
+        # Plain prints, flushed: scripts and tests read these lines as they come.
+        print(f"Reviewing at {url}/login", flush=True)
+        if generated:
+            print(f"Access token: {token}", flush=True)
+        else:
+            print(f"Access token: read from {args.token_file}", flush=True)
+        print("Stop with Ctrl+C.", flush=True)
+
+    serve(app, host=args.host, port=args.port, started=started)
+    return 0
+
+
 def run(args: argparse.Namespace, out: Printer) -> int:
     with open_checkpointer(args.checkpointer) as saver:
         command = args.review_command
+        if command == "serve":
+            return _serve(args, saver)
         if command in ("list", "show"):
             thread = args.thread_id if command == "show" else None
             reviews = pending(saver, thread_id=thread, content=args.content)
