@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from confessional.audit import Auditor
 from confessional.audit.calibrator import Calibrator
 from confessional.confessor import Confessor
-from confessional.errors import ConfigurationError
+from confessional.errors import ConfigurationError, require_extra
 from confessional.policy import ConfessionPolicy
 from confessional.sinks import ConfessionSink, validate_sinks
 from confessional.telemetry import ConfessionTelemetry
@@ -84,6 +84,24 @@ class ConfessionOptions:
             ``$CONFESSIONAL_SPOOL``, else ``$XDG_STATE_HOME/confessional/spool.jsonl``
             (``~/.local/state/...``), state that outlives the process. See
             :mod:`confessional.spool`.
+        queue: a PostgreSQL URL (``postgresql://...``): in background mode every selected
+            episode is committed to a queue table before the agent's call returns
+            (write-ahead), and workers claim it from there; see :mod:`confessional.queue`.
+            Needs ``confessional[postgres]``. Default ``None``: no database; pending work
+            lives in the process and goes to ``spool`` at shutdown.
+        queue_workers_in_process: with ``queue``, this process also runs
+            ``max_concurrency`` workers that claim jobs from the table. Default ``True``:
+            one process works alone as before. ``False`` only enqueues, for agent
+            processes that should never confess themselves (``confessional worker`` does).
+        queue_max_attempts: attempts per job before it is dead-lettered with its last
+            error. Default 5: rides out a short model outage (with the backoff, about
+            15 s of retries) without retrying a poison job for ever.
+        queue_retry_backoff_s: wait before the first retry, doubled at each attempt
+            (capped at 300 s). Default 1 s: a rate limit or a blip clears in seconds.
+        queue_lease_s: how long a claimed job stays with its worker without a heartbeat
+            (sent every third of it). A job whose worker died is re-queued once its lease
+            expires. Default 30 s: far above a heartbeat's round trip, short enough that
+            a killed worker's job is soon taken by another.
     """
 
     model: BaseChatModel | str | None = None
@@ -102,6 +120,11 @@ class ConfessionOptions:
     max_pending: int = 1000
     flush_timeout_s: float = 5.0
     spool: str | os.PathLike[str] | None = None
+    queue: str | None = None
+    queue_workers_in_process: bool = True
+    queue_max_attempts: int = 5
+    queue_retry_backoff_s: float = 1.0
+    queue_lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         _expect("auditor", self.auditor, Auditor)
@@ -149,6 +172,7 @@ class ConfessionOptions:
             raise ConfigurationError(
                 f"spool must be a file path or None, got {type(self.spool).__name__}"
             )
+        _validate_queue(self)
         if self.background and self.policy.halts:
             raise ConfigurationError(
                 "background=True cannot halt a run "
@@ -250,3 +274,35 @@ def _calibrator(value: object) -> Calibrator | None:
 def _expect(name: str, value: object, kind: type) -> None:
     if not isinstance(value, kind):
         raise ConfigurationError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _validate_queue(options: ConfessionOptions) -> None:
+    """The ``queue*`` settings; a queue URL needs psycopg (the ``postgres`` extra)."""
+    in_process = options.queue_workers_in_process
+    if not isinstance(in_process, bool):
+        raise ConfigurationError(
+            f"queue_workers_in_process must be True or False, got {in_process!r}"
+        )
+    attempts = options.queue_max_attempts
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ConfigurationError(f"queue_max_attempts must be an integer >= 1, got {attempts!r}")
+    for name in ("queue_retry_backoff_s", "queue_lease_s"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if options.queue_lease_s < 1:
+        raise ConfigurationError(
+            f"queue_lease_s must be at least 1 s (heartbeats go every third of it), "
+            f"got {options.queue_lease_s!r}"
+        )
+    if options.queue is None:
+        return
+    if not isinstance(options.queue, str) or not options.queue.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        # The URL may hold a password: name its kind, never echo it.
+        raise ConfigurationError(
+            "queue must be a PostgreSQL URL (postgresql://...) or None, got a "
+            f"{type(options.queue).__name__} that is not one"
+        )
+    require_extra("psycopg", extra="postgres", feature="ConfessionOptions(queue=...)")

@@ -13,6 +13,7 @@ action the surface says it will take, and the surface then acts.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from concurrent.futures import Future
@@ -312,16 +313,34 @@ class ConfessionPipeline:
     def submit(
         self, messages: Sequence[MessageLike] | Episode | EpisodeCall, **call: Any
     ) -> Future[Confession] | None:
-        """Confess in the background; ``None`` when the turn is not confessed."""
+        """Confess in the background; ``None`` when the turn is not confessed. With
+        ``options.queue``, the episode is committed to the queue table before this returns
+        (see :mod:`confessional.queue`)."""
         job = self._background_job(_as_call(messages, call))
-        return None if job is None else self._runner().submit(job)
+        if job is None:
+            return None
+        if self.options.queue is not None:
+            from confessional.queue._deliver import enqueue
+
+            queued = enqueue(self, job.call)
+            if queued is not None:
+                return queued
+        return self._runner().submit(job)
 
     async def asubmit(
         self, messages: Sequence[MessageLike] | Episode | EpisodeCall, **call: Any
     ) -> Future[Confession] | None:
         """Async :meth:`submit`: never blocks the event loop, even under back-pressure."""
         job = self._background_job(_as_call(messages, call))
-        return None if job is None else await self._runner().asubmit(job)
+        if job is None:
+            return None
+        if self.options.queue is not None:
+            from confessional.queue._deliver import enqueue
+
+            queued = await asyncio.to_thread(enqueue, self, job.call)
+            if queued is not None:
+                return queued
+        return await self._runner().asubmit(job)
 
     def _runner(self) -> BackgroundRunner:
         if self._background is None:

@@ -35,6 +35,8 @@ __all__ = [
     "CONFESSION_MODEL_NAME",
     "CONFESSION_OBJECTIVE_COUNT",
     "CONFESSION_OBJECTIVE_PREFIX",
+    "CONFESSION_QUEUE_ATTEMPT",
+    "CONFESSION_QUEUE_WAIT_S",
     "CONFESSION_REASONS",
     "CONFESSION_REASON_COUNT",
     "CONFESSION_REPLAY",
@@ -170,6 +172,11 @@ CONFESSION_REASON_COUNT: Final = "confession.reason_count"
 CONFESSION_EPISODE_TOOL_CALL_COUNT: Final = "confession.episode.tool_call_count"
 CONFESSION_FLAGGED: Final = "confession.flagged"
 """Set to ``True`` on the enclosing agent span when the verdict is flag or halt."""
+CONFESSION_QUEUE_WAIT_S: Final = "confession.queue.wait_s"
+"""Seconds the episode waited in the work queue, from enqueue to the claim that confessed
+it (set by queue workers, see :mod:`confessional.queue`)."""
+CONFESSION_QUEUE_ATTEMPT: Final = "confession.queue.attempt"
+"""Which attempt of the queue job this confession is (1 for the first)."""
 
 CONFESSION_REPORT: Final = "confession.report"
 """*content*: the full report as JSON (objectives, analyses, shortcuts, uncertainties)."""

@@ -26,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
@@ -39,6 +42,11 @@ from confessional._callbacks import tracer_watching
 from confessional._jsonl import JsonlFile
 from confessional.confession import Confession
 from confessional.errors import ConfigurationError
+
+try:  # POSIX; elsewhere the check holds within one process only
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CONFESSION_EVENT",
@@ -147,18 +155,31 @@ class JsonlSink:
     :class:`~confessional.Confession` (report text included: this is your own file; pass
     ``redact`` to scrub free text first).
 
+    Deduplicated on ``Confession.id``: a confession whose id the file already holds is not
+    written again (a queue job retried after a crash carries the same id, see
+    :mod:`confessional.queue`). The check holds across processes writing the same file:
+    under an advisory file lock, each write first reads what others appended since (the
+    first write reads the whole file once, and the ids are kept in memory).
+
     Args:
         path: the file; parent directories are created.
         redact: applied to every string in the record before writing. Default ``None``.
+        deduplicate: skip ids already in the file. Default ``True``: a repeat is only ever
+            a redelivery of the same confession.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, redact: Callable[[str], str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        redact: Callable[[str], str] | None = None,
+        deduplicate: bool = True,
     ) -> None:
         if redact is not None and not callable(redact):
             raise ConfigurationError("redact must be a callable str -> str")
         self._file = JsonlFile(path)
         self._redact = redact
+        self._seen = _WrittenIds(self._file.path) if deduplicate else None
 
     @property
     def path(self) -> str:
@@ -168,13 +189,83 @@ class JsonlSink:
         record: Any = {"type": "confession", "confession": confession.model_dump(mode="json")}
         if self._redact is not None:
             record = _map_strings(record, self._redact)
-        self._file.append(record)
+        if self._seen is None:
+            self._file.append(record)
+            return
+        with self._seen.locked() as seen:
+            if confession.id in seen:
+                return
+            self._file.append(record)
+            seen.add(confession.id)
 
     def close(self) -> None:
         self._file.close()
+        if self._seen is not None:
+            self._seen.close()
 
     def __repr__(self) -> str:
         return f"JsonlSink({self.path!r})"
+
+
+class _WrittenIds:
+    """The confession ids a JSONL file holds, kept current under an advisory lock
+    (``flock``) by reading only what was appended since the last look."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._ids: set[str] = set()
+        self._offset = 0
+        self._pending = b""
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[set[str]]:
+        with self._lock:
+            if self._fd is None:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o600)
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                self._catch_up(self._fd)
+                yield self._ids
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _catch_up(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size < self._offset:  # truncated or replaced: read it again
+            self._ids.clear()
+            self._offset, self._pending = 0, b""
+        while self._offset < size:
+            chunk = os.pread(fd, min(size - self._offset, 1 << 20), self._offset)
+            if not chunk:
+                break
+            self._offset += len(chunk)
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
+            for line in lines:
+                confession_id = _confession_id(line)
+                if confession_id is not None:
+                    self._ids.add(confession_id)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                self._ids.clear()
+                self._offset, self._pending = 0, b""
+
+
+def _confession_id(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+        value = record["confession"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _map_strings(value: Any, apply: Callable[[str], str]) -> Any:

@@ -49,6 +49,8 @@ __all__ = [
     "Spool",
     "SpooledEpisode",
     "default_spool_path",
+    "episode_from_record",
+    "episode_record",
     "read_spool",
 ]
 
@@ -134,29 +136,18 @@ class Spool:
         Raises ``OSError`` when the file cannot be written, and ``TypeError`` or
         ``ValueError`` when the messages cannot be serialised.
         """
-        settings, dropped = _json_values(model_settings or {})
-        carrier: dict[str, str] = {}
-        if parent is not None:
-            _propagator.inject(carrier, context=parent)
-        record_id = record_id or uuid.uuid4().hex
-        self._file.append(
-            {
-                "type": _RECORD_TYPE,
-                "spool_version": SPOOL_VERSION,
-                "id": record_id,
-                "spooled_at": datetime.now(timezone.utc).isoformat(),
-                "reason": reason,
-                "agent_name": agent_name,
-                "run_id": str(run_id) if run_id is not None else None,
-                "model_name": model_name,
-                "model_settings": settings,
-                "dropped_settings": dropped,
-                "traceparent": carrier.get("traceparent"),
-                "tools": [dataclasses.asdict(tool) for tool in episode.tools],
-                "messages": messages_to_dict(list(episode.messages)),
-            }
+        record = episode_record(
+            episode,
+            agent_name=agent_name,
+            run_id=run_id,
+            model_name=model_name,
+            model_settings=model_settings,
+            parent=parent,
+            reason=reason,
+            record_id=record_id,
         )
-        return record_id
+        self._file.append(record)
+        return str(record["id"])
 
     def close(self) -> None:
         self._file.close()
@@ -175,8 +166,54 @@ def read_spool(path: str | os.PathLike[str]) -> Iterator[SpooledEpisode]:
         raise ConfigurationError(str(exc)) from None
 
 
+def episode_record(
+    episode: Episode,
+    *,
+    agent_name: str | None = None,
+    run_id: UUID | None = None,
+    model_name: str | None = None,
+    model_settings: Mapping[str, Any] | None = None,
+    parent: Context | None = None,
+    reason: str = "shutdown",
+    record_id: str | None = None,
+) -> dict[str, Any]:
+    """One episode as a spool record (a JSON object), as :meth:`Spool.append` writes it
+    and the work queue (:mod:`confessional.queue`) stores it.
+
+    Raises ``TypeError`` or ``ValueError`` when the messages cannot be serialised.
+    """
+    settings, dropped = _json_values(model_settings or {})
+    carrier: dict[str, str] = {}
+    if parent is not None:
+        _propagator.inject(carrier, context=parent)
+    return {
+        "type": _RECORD_TYPE,
+        "spool_version": SPOOL_VERSION,
+        "id": record_id or uuid.uuid4().hex,
+        "spooled_at": datetime.now(timezone.utc).isoformat(),
+        "reason": reason,
+        "agent_name": agent_name,
+        "run_id": str(run_id) if run_id is not None else None,
+        "model_name": model_name,
+        "model_settings": settings,
+        "dropped_settings": dropped,
+        "traceparent": carrier.get("traceparent"),
+        "tools": [dataclasses.asdict(tool) for tool in episode.tools],
+        "messages": messages_to_dict(list(episode.messages)),
+    }
+
+
+def episode_from_record(record: Any, *, where: str) -> SpooledEpisode:
+    """A record written by :func:`episode_record`, read back. Raises
+    :class:`~confessional.ConfigurationError` naming ``where`` when it cannot be."""
+    return _read_record(record, 0, where)
+
+
 def _from_record(record: Any, line: int, path: str | os.PathLike[str]) -> SpooledEpisode:
-    where = f"{path}: line {line}"
+    return _read_record(record, line, f"{path}: line {line}")
+
+
+def _read_record(record: Any, line: int, where: str) -> SpooledEpisode:
     if not isinstance(record, Mapping) or record.get("type") != _RECORD_TYPE:
         raise ConfigurationError(f"{where} is not a spooled episode")
     version = record.get("spool_version")

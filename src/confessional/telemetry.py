@@ -136,6 +136,22 @@ def _remember(
             store.popitem(last=False)
 
 
+_DELIVERED: OrderedDict[str, None] = OrderedDict()
+_DELIVERED_MAX = 4096
+
+
+def _first_delivery(confession_id: str) -> bool:
+    """``False`` when this process recorded a confession with this id lately (bounded,
+    like :data:`_RECENT_SPANS`): the recording sink deduplicates on ``Confession.id``."""
+    with _RECENT_LOCK:
+        if confession_id in _DELIVERED:
+            return False
+        _DELIVERED[confession_id] = None
+        while len(_DELIVERED) > _DELIVERED_MAX:
+            _DELIVERED.popitem(last=False)
+        return True
+
+
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
 _TRACEPARENT = "traceparent"
 
@@ -503,6 +519,8 @@ class ConfessionTelemetry:
         episode; called on its own (a drained spool, a replayed confession) it records a
         span of its own. Never raises.
         """
+        if not _first_delivery(confession.id):
+            return  # a redelivery (a queue job retried after a crash): recorded already
         active = _ACTIVE.get()
         if active is not None:
             active.record(confession)

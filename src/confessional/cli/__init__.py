@@ -3,7 +3,8 @@
 - ``confessional demo [--model M] [--base-url URL] [--phoenix URL] [--out DIR]``: three
   scenarios end to end (scripted by default: no network, no key), confessions printed,
   trace written.
-- ``confessional eval``, ``audit``, ``review``, ``drain``: see their modules.
+- ``confessional eval``, ``audit``, ``review``, ``drain``, ``worker``, ``queue``: see their
+  modules.
 - ``confessional report FILE``: summary of the confessions in an OTLP JSON trace file.
 
 Exit codes: 0 success; 1 the command ran and found a failure (a demo run that did not reach
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands with a module of their own: each module has ``add_parser(subparsers)``, which sets
 # ``run=run`` as the parser's default, and ``run(args, printer) -> int``.
-_COMMAND_MODULES = ("eval", "audit", "review", "drain")
+_COMMAND_MODULES = ("eval", "audit", "review", "drain", "worker", "queue")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

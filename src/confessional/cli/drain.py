@@ -9,7 +9,9 @@ command, because models, sinks and policies are objects no file can hold:
   telemetry as live ones;
 - ``--model provider:model``: the confessing model as an ``init_chat_model`` string, on
   top of ``--options`` or alone;
-- ``--out FILE``: also append every drained confession to a JSON Lines file.
+- ``--out FILE``: also append every drained confession to a JSON Lines file;
+- ``--queue URL``: load the episodes into the PostgreSQL queue instead (see
+  :mod:`confessional.queue`), for ``confessional worker`` to confess: no model needed.
 
 Drained confessions run inline (``background`` is off), and every spooled episode is
 confessed (no second ``sample_rate`` draw: it was sampled when it was spooled).
@@ -62,6 +64,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="also append the confessions to this JSONL file"
     )
+    parser.add_argument(
+        "--queue",
+        metavar="URL",
+        help="load the spooled episodes into this PostgreSQL queue instead of confessing "
+        "them here (workers confess them; no model needed)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -112,10 +120,50 @@ def _claim(spool: Path) -> list[Path]:
     return leftovers
 
 
+def _into_queue(spool_path: Path, url: str, out: Printer) -> int:
+    """``--queue``: move every spooled record into the queue table, its record id as the
+    confession id (loading the same record twice enqueues it once)."""
+    from confessional._jsonl import read_jsonl
+    from confessional.queue import QueueStore
+    from confessional.spool import read_spool
+
+    if not spool_path.exists() and not list(
+        spool_path.parent.glob(f"{spool_path.name}.draining-*")
+    ):
+        raise ConfigurationError(f"no spool at {spool_path}")
+    store = QueueStore(url)
+    try:
+        store.migrate()
+        files = _claim(spool_path)
+        try:  # every record is read back (validated) before any is queued
+            records = [record for file in files for _, record in read_jsonl(file)]
+            for _ in (item for file in files for item in read_spool(file)):
+                pass
+        except (ValueError, ConfigurationError) as exc:
+            for file in files:  # give the records back untouched
+                if not spool_path.exists():
+                    file.rename(spool_path)
+            raise ConfigurationError(str(exc)) from None
+        loaded = already = 0
+        for record in records:  # a crash here leaves the files: reloading is idempotent
+            if store.enqueue(record, confession_id=str(record["id"]), producer="drain"):
+                loaded += 1
+            else:
+                already += 1
+        for file in files:
+            file.unlink()
+    finally:
+        store.close()
+    out.line(f"{loaded} spooled episode(s) queued ({already} were queued already).")
+    return 0
+
+
 def run(args: argparse.Namespace, out: Printer) -> int:
     from confessional.pipeline import ConfessionPipeline, EpisodeCall
     from confessional.spool import Spool, read_spool
 
+    if args.queue:
+        return _into_queue(args.spool, args.queue, out)
     options = load_options(args.options, args.model, args.out)
     pipeline = ConfessionPipeline(options)  # builds the model: fails before the spool is touched
     spool_path: Path = args.spool
