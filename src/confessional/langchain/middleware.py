@@ -58,7 +58,7 @@ from langchain.agents.middleware.types import (
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, TracePolicy, omit_payload
 from typing_extensions import NotRequired, assert_never
 
 from confessional._aio import adrive, drive
@@ -153,6 +153,10 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
     """
 
     state_schema = ConfessionAgentState
+    # Its hook spans record no state payload, as LangChain's own middleware do: a tracer
+    # serialising the whole conversation into every hook span costs more than the hook.
+    # The messages are still on the model-call spans.
+    trace_policy = TracePolicy(process_inputs=omit_payload)
     # The confession's model call runs inside the model node; this keeps it out of
     # run.messages and the raw event log (the call is tagged by the Confessor).
     transformers = (InternalCallTransformer,)
