@@ -8,7 +8,11 @@ without encoding the whole episode.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from langchain.agents import create_agent
@@ -109,3 +113,33 @@ def test_sync_and_async_audits_of_a_large_episode_agree() -> None:
     episode = _large_episode()
     auditor = Auditor()
     assert asyncio.run(auditor.aaudit(episode)) == auditor.audit(episode)
+
+
+def test_the_worker_process_is_not_fooled_by_files_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """A ``queue.py`` in the working directory must not shadow the standard library in
+    the worker (``python -m`` and ``-c`` put the working directory first on the path)."""
+    (tmp_path / "queue.py").write_text("raise ImportError('shadowed stdlib queue')\n")
+    script = (
+        "import asyncio\n"
+        "from tests.test_event_loop import _large_episode\n"
+        "from confessional import Auditor, failure_counts\n"
+        "asyncio.run(Auditor().aaudit(_large_episode()))\n"
+        "assert not failure_counts(), failure_counts()\n"
+        "print('audited')\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    application = tmp_path / "app"
+    application.mkdir()
+    (application / "run.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(application / "run.py")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "audited"

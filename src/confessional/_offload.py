@@ -6,8 +6,9 @@ scan of a large text, so on a thread they would stall the loop all the same. Why
 ``multiprocessing``: its ``spawn`` and ``forkserver`` start methods import the
 application's ``__main__`` again in the child (a script without an ``if __name__ ==
 "__main__"`` guard would run twice), and ``fork`` is unsafe in a process that runs
-threads. So this is one plain ``python -m confessional._offload_worker`` child, started on first
-use, fed length-prefixed pickles on its stdin, answering on its stdout, and ended at exit.
+threads. So this is one plain Python child running :mod:`confessional._offload_worker`,
+started on first use, fed length-prefixed pickles on its stdin, answering on its stdout,
+and ended at exit.
 
 :func:`call_off_process` raises :class:`OffloadUnavailable` when the work cannot go there
 (the function or its arguments cannot be pickled or unpickled: a lambda, a check defined
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import pickle
 import struct
@@ -30,6 +32,11 @@ from typing import IO, Any, Final
 __all__ = ["OffloadUnavailable", "call_off_process", "read_frame", "write_frame"]
 
 _HEADER: Final = struct.Struct("!Q")
+_BOOTSTRAP: Final = (
+    "import json, sys; del sys.path[0]; "
+    "sys.path.extend(p for p in json.loads(sys.argv[1]) if p not in sys.path); "
+    "from confessional._offload_worker import main; main()"
+)
 
 
 class OffloadUnavailable(RuntimeError):
@@ -66,8 +73,12 @@ class _Worker:
     def _started(self) -> subprocess.Popen[bytes]:
         process = self._process
         if process is None or process.poll() is not None:
+            # The child's own path first (the standard library must not be shadowed by
+            # a file in the working directory, say a queue.py), then every entry of this
+            # process's path, so it imports confessional and the checks as we do.
+            paths = [entry for entry in sys.path if entry not in ("", os.getcwd())]
             process = subprocess.Popen(
-                [sys.executable, "-m", "confessional._offload_worker"],
+                [sys.executable, "-c", _BOOTSTRAP, json.dumps(paths)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -1,8 +1,8 @@
-"""The worker process of :mod:`confessional._offload`: ``python -m confessional._offload_worker``.
+"""The worker process of :mod:`confessional._offload` (its :func:`main`).
 
 Reads length-prefixed pickles of ``(function, args)`` on stdin, answers each with
 ``("ok", result)``, ``("raised", exception)`` or ``("unavailable", why)`` on stdout, and
-ends at end of input. Kept apart from the package's imports so ``-m`` runs it fresh.
+ends at end of input.
 """
 
 from __future__ import annotations
@@ -36,5 +36,5 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         write_frame(stdout, payload)
 
 
-if __name__ == "__main__":
+def main() -> None:
     serve(sys.stdin.buffer, sys.stdout.buffer)
