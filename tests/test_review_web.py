@@ -22,7 +22,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from starlette.testclient import TestClient
 from tests.pg.agents import CHEAT_ANSWER, build, request
 
-from confessional import ConfessionPolicy
+from confessional import ConfessionPolicy, ConfessionTelemetry, semconv
 from confessional.cli import build_parser
 from confessional.errors import MissingExtraError
 from confessional.langchain import ConfessionMiddleware
@@ -31,6 +31,7 @@ from confessional.review import history, pending
 from confessional.review.web import SESSION_COOKIE, create_app
 from confessional.testing import (
     admitting_confessor,
+    cheating_agent,
     example_tools,
     scripted_agent,
     tool_call_message,
@@ -301,6 +302,34 @@ def test_two_reviewers_racing_on_one_review(graph: Any) -> None:
     assert f"Already resolved by alice at {claim.claimed_at}." in late.text
     state = graph.get_state({"configurable": {"thread_id": "run-0"}}).values
     assert state["messages"][-1].content == CHEAT_ANSWER
+
+
+def test_a_decision_on_the_page_is_recorded_on_the_trace(
+    saver: SqliteSaver, tracer_provider: Any, span_exporter: Any
+) -> None:
+    telemetry = ConfessionTelemetry(tracer_provider=tracer_provider, capture_content=False)
+    agent = create_agent(
+        cheating_agent(),
+        example_tools(),
+        middleware=[
+            ConfessionMiddleware(
+                policy=ConfessionPolicy(on_violation="interrupt"), telemetry=telemetry
+            )
+        ],
+        checkpointer=saver,
+    )
+    agent.invoke(request(0), {"configurable": {"thread_id": "run-0"}})
+    [confession] = [
+        s for s in span_exporter.get_finished_spans() if semconv.CONFESSION_VERDICT in s.attributes
+    ]
+    client = logged_in(agent, "alice")
+    assert decide(client, detail(client), "edit", answer="Tests still fail.").status_code == 200
+    [span] = [
+        s for s in span_exporter.get_finished_spans() if s.name == semconv.REVIEW_DECISION_SPAN_NAME
+    ]
+    assert span.parent.span_id == confession.context.span_id
+    assert span.attributes[semconv.CONFESSION_REVIEW_DECISION] == "edit"
+    assert span.attributes[semconv.CONFESSION_REVIEW_REVIEWER] == "alice"
 
 
 # -- what the pages show ---------------------------------------------------------------------
