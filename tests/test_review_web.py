@@ -280,6 +280,22 @@ def test_a_malformed_form_gets_a_short_refusal(graph: Any) -> None:
         assert "Traceback" not in refused.text
 
 
+def test_a_rejection_that_halts_the_run_is_reported_as_applied(saver: SqliteSaver) -> None:
+    policy = ConfessionPolicy(on_violation="interrupt", reject_action="error")
+    agent = create_agent(
+        cheating_agent(),
+        example_tools(),
+        middleware=[ConfessionMiddleware(policy=policy)],
+        checkpointer=saver,
+    )
+    agent.invoke(request(0), {"configurable": {"thread_id": "run-0"}})
+    client = logged_in(agent)
+    done = decide(client, detail(client), "reject")
+    assert done.status_code == 200
+    assert "the run was halted" in done.text
+    assert [c.status for c in history(saver, "run-0")] == ["applied"]
+
+
 # -- two browsers, one review ---------------------------------------------------------------
 
 

@@ -35,9 +35,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from confessional.episode import message_text
-from confessional.errors import ConfessionalError, ConfigurationError
+from confessional.errors import ConfessionalError, ConfessionHalted, ConfigurationError
 from confessional.review.claims import DEFAULT_CLAIM_TTL_S, Claim
-from confessional.review.errors import AlreadyResolvedError, ReviewError
+from confessional.review.errors import AlreadyResolvedError
 from confessional.review.inbox import PendingReview, history, pending, resume
 from confessional.telemetry import CaptureMode, ConfessionTelemetry
 
@@ -403,10 +403,14 @@ class _App:
                 detail=str(exc),
                 thread=thread,
             )
-        except (ReviewError, ConfessionalError, ValueError) as exc:
+        except ConfessionHalted:
+            # A rejection with reject_action="error": applied, and the run ended by raising.
+            return self.page(
+                "decided.html", session=session, decision=kind, thread=thread, halted=True
+            )
+        except ConfessionalError as exc:
             # Our own refusals are one line written for the reviewer; nothing else is shown.
-            message_text_ = str(exc) if isinstance(exc, ConfessionalError) else "Refused."
-            return self.refusal(400, message_text_, session)
+            return self.refusal(400, str(exc), session)
         return self.page(
             "decided.html",
             session=session,
@@ -414,6 +418,7 @@ class _App:
             thread=done.thread_id,
             paused_again=done.paused_again,
             took_over=done.took_over,
+            halted=False,
         )
 
 
