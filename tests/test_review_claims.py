@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from langchain.agents.middleware.human_in_the_loop import Decision, HITLRequest, HITLResponse
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from pydantic import TypeAdapter
 from tests.pg.agents import CHEAT_ANSWER, build, request
+from tests.pg.server import PostgresServer, running_postgres
 from tests.surfaces_fixtures import texts
 
 from confessional.errors import ConfigurationError
@@ -33,6 +37,12 @@ from confessional.review import (
 from confessional.review.drivers import SyncDriver
 
 DEADLINE_S = 60.0
+OLD_CLAIMS_TABLE = (  # the table as the first release created it
+    "CREATE TABLE confessional_review_claims (thread_id TEXT NOT NULL, interrupt_id TEXT "
+    "NOT NULL, checkpoint_id TEXT NOT NULL, decision TEXT NOT NULL, reviewer TEXT NOT "
+    "NULL, status TEXT NOT NULL, claimed_at TEXT NOT NULL, "
+    "PRIMARY KEY (thread_id, interrupt_id))"
+)
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -176,17 +186,38 @@ def test_the_default_ttl_is_documented() -> None:
 
 def test_an_old_claims_table_gains_the_new_columns(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.sqlite", check_same_thread=False)
-    conn.execute(  # the table as the first release created it
-        "CREATE TABLE confessional_review_claims (thread_id TEXT NOT NULL, interrupt_id TEXT "
-        "NOT NULL, checkpoint_id TEXT NOT NULL, decision TEXT NOT NULL, reviewer TEXT NOT "
-        "NULL, status TEXT NOT NULL, claimed_at TEXT NOT NULL, "
-        "PRIMARY KEY (thread_id, interrupt_id))"
-    )
+    conn.execute(OLD_CLAIMS_TABLE)
     saver = SqliteSaver(conn, serde=checkpoint_serde())
     graph, _ = _paused(saver, "old")
     resume(graph, "old", "approve", reviewer="carol")
     assert [(c.reviewer, c.status) for c in history(saver, "old")] == [("carol", "applied")]
     conn.close()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+def test_takeover_and_an_old_claims_table_on_postgres(postgres: PostgresServer) -> None:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres.url.replace("/postgres?", f"/{name}?")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(OLD_CLAIMS_TABLE)
+    with PostgresSaver.from_conn_string(url) as saver:
+        saver.setup()
+        saver.serde = checkpoint_serde()
+        graph, interrupt_id = _paused(saver, "pg-abandoned")
+        stale = _abandoned_claim(saver, "pg-abandoned", interrupt_id)
+        with pytest.raises(AlreadyResolvedError, match="still being applied"):
+            resume(graph, "pg-abandoned", "approve", reviewer="bob")
+        done = resume(graph, "pg-abandoned", "approve", reviewer="bob", claim_ttl_s=0)
+        assert done.took_over == f"reject by alice at {stale.claimed_at}"
+        [claim] = history(saver, "pg-abandoned")
+        assert (claim.reviewer, claim.status, claim.took_over) == ("bob", "applied", done.took_over)
 
 
 # -- the protocol is LangChain's ------------------------------------------------------------
