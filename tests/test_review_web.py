@@ -409,9 +409,12 @@ def test_serve_binds_to_loopback_by_default() -> None:
     assert (args.host, args.token_file) == ("127.0.0.1", None)
 
 
-def test_a_short_token_is_refused(graph: Any) -> None:
+def test_a_short_token_and_a_bad_session_lifetime_are_refused(graph: Any) -> None:
     with pytest.raises(ValueError, match="16 characters"):
         create_app(checkpointer=graph.checkpointer, graph=graph, token="short")
+    for ttl in (0, -1, True, "8h"):
+        with pytest.raises(ValueError, match="session_ttl_s"):
+            create_app(checkpointer=graph.checkpointer, graph=graph, token=TOKEN, session_ttl_s=ttl)
 
 
 def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

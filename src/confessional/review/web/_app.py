@@ -155,6 +155,10 @@ class _App:
     ) -> None:
         if not token or len(token) < 16:
             raise ConfigurationError("the access token must have at least 16 characters")
+        if isinstance(session_ttl_s, bool) or not isinstance(session_ttl_s, int | float):
+            raise ConfigurationError(f"session_ttl_s must be a number, got {session_ttl_s!r}")
+        if not 0 < session_ttl_s < 10**9:
+            raise ConfigurationError(f"session_ttl_s must be positive, got {session_ttl_s!r}")
         self.checkpointer = checkpointer
         self.graph = graph
         self.token = token
