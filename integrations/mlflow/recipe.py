@@ -1,5 +1,7 @@
 """Start a local MLflow tracking server on 127.0.0.1, send scripted agent runs with
-confessions over OTLP (header x-mlflow-experiment-id), print the URL and the flagged query.
+confessions over OTLP (header x-mlflow-experiment-id), record each confession as MLflow
+feedback on its trace (confessional.annotations.mlflow_feedback), print the URL and the
+flagged query.
 
     python integrations/mlflow/recipe.py [--keep]
 """
@@ -17,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import run_scripted_agents
 from servers import start_mlflow, stop
 
+from confessional.annotations import mlflow_feedback
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -32,28 +36,29 @@ def main() -> int:
 
             client = MlflowClient(tracking_uri=server.url)
             experiment_id = client.create_experiment("confessional-recipe")
+        # Each confession becomes feedback named "confession" on its trace (value = verdict,
+        # source = the confessing model); it waits for the trace to reach MLflow.
+        feedback = mlflow_feedback(tracking_uri=server.url)
         run_scripted_agents(
-            f"{server.url}/v1/traces", headers={"x-mlflow-experiment-id": experiment_id}
+            f"{server.url}/v1/traces",
+            headers={"x-mlflow-experiment-id": experiment_id},
+            sinks=[feedback],
         )
-        deadline = time.monotonic() + 30
-        flagged: list[str] = []
-        while time.monotonic() < deadline and not flagged:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traces = client.search_traces(experiment_ids=[experiment_id])
-            flagged = [
-                t.info.trace_id
-                for t in traces
-                if any(s.attributes.get("confession.verdict") == "flag" for s in t.data.spans)
-            ]
-            time.sleep(0.5)
+        feedback.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traces = client.search_traces(experiment_ids=[experiment_id])
+        flagged = [
+            t.info.trace_id
+            for t in traces
+            if any(a.name == "confession" and a.value == "flag" for a in t.info.assessments)
+        ]
         print(f"\nOpen {server.url}/#/experiments/{experiment_id}/traces")
-        print("Flagged confessions: spans named 'confession <agent>' whose attribute")
-        print("confession.verdict == 'flag' (agent spans carry confession.flagged == true).")
+        print("The traces table has a 'confession' assessment column: the verdict per run.")
         print("From Python:")
         print(
             "    [t for t in MlflowClient(URL).search_traces(experiment_ids=[ID]) if any("
-            "s.attributes.get('confession.verdict') == 'flag' for s in t.data.spans)]"
+            "a.name == 'confession' and a.value == 'flag' for a in t.info.assessments)]"
         )
         print(f"-> {len(flagged)} flagged trace(s): {flagged}")
         if args.keep:

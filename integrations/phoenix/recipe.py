@@ -1,5 +1,5 @@
-"""Start a local Phoenix on 127.0.0.1, run scripted agents with confessions, print the URL
-and the query that lists flagged confessions.
+"""Start a local Phoenix on 127.0.0.1, run scripted agents with confessions (each one an
+annotation on its agent span), print the URL and the query that lists flagged runs.
 
     python integrations/phoenix/recipe.py [--keep]   # --keep: leave Phoenix running (Ctrl-C)
 """
@@ -7,6 +7,7 @@ and the query that lists flagged confessions.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import run_scripted_agents
 from servers import start_phoenix, stop
 
-from confessional.annotations import phoenix_span_annotation
+from confessional.annotations import PHOENIX_ENDPOINT_ENV
 
 
 def main() -> int:
@@ -31,8 +32,10 @@ def main() -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from phoenix.client import Client
-        annotate = phoenix_span_annotation(base_url=server.url)  # optional, off by default
-        run_scripted_agents(f"{server.url}/v1/traces", sinks=[annotate])
+        # Phoenix's own variable turns the annotation sink on: each confession becomes a
+        # 'confession' annotation on its agent span (label = verdict, score = grade).
+        os.environ[PHOENIX_ENDPOINT_ENV] = server.url
+        run_scripted_agents(f"{server.url}/v1/traces")
         client = Client(base_url=server.url)
         deadline = time.monotonic() + 30
         flagged: list[dict[str, object]] = []
@@ -45,9 +48,10 @@ def main() -> int:
                 )
             )
             time.sleep(0.5)
-        print(f"\nOpen {server.url}/projects and filter spans with:")
-        print("    span_kind == 'EVALUATOR' and attributes['confession.verdict'] == 'flag'")
-        print("Flagged agent runs (root and hook spans):  confession.flagged == True")
+        print(f"\nOpen {server.url}/projects: the traces table has a 'confession' annotation")
+        print("column (label = verdict). Filter runs on it with:")
+        print("    annotations['confession'].label == 'flag'")
+        print("or on the agent span's attribute:  attributes['confession.flagged'] == True")
         print("Same query from Python:")
         print(
             "    Client(base_url=URL).spans.get_spans(project_identifier='default', "

@@ -27,6 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from opentelemetry.context import Context
 
 from confessional._aio import adrive, drive, run_sync
+from confessional.annotations import automatic_sinks
 from confessional.audit import CheckContext, discrepancies
 from confessional.background import BackgroundRunner, on_shutdown
 from confessional.confession import ACTIONS, Action, Confession
@@ -126,6 +127,8 @@ class ConfessionPipeline:
             *((LangChainRunTags(),) if telemetry.tag_langchain_run else ()),
             GraphStreamEvent(),
             *self.options.sinks,
+            # Phoenix annotations when PHOENIX_COLLECTOR_ENDPOINT is set (and the extra is in).
+            *automatic_sinks(telemetry, self.options.sinks),
         )
         self._random = random.Random(self.options.sample_seed)
         self._background: BackgroundRunner | None = None

@@ -47,6 +47,11 @@ class ConfessionSpanSummary:
     objectives: list[tuple[str, str]] = field(default_factory=list)
     """(compliance label, objective text): only with content capture."""
     shortcuts: list[str] = field(default_factory=list)
+    confession_id: str | None = None
+    evaluated_span_id: str | None = None
+    """The span the confession evaluated (the agent's invocation span), when known."""
+    discrepancy_count: int = 0
+    reason_count: int = 0
 
 
 def _value(raw: Mapping[str, Any]) -> Any:
@@ -107,6 +112,30 @@ def _as_list(value: Any) -> list[str]:
     return []
 
 
+_AGENT_OPERATIONS: frozenset[str] = frozenset({"invoke_agent"})
+_AGENT_KINDS: frozenset[str] = frozenset({"AGENT"})
+
+
+def _agent_ancestor(
+    span: Mapping[str, Any], by_id: Mapping[tuple[Any, Any], Mapping[str, Any]]
+) -> str | None:
+    """For files recorded before ``confession.evaluated_span_id``: the outermost ancestor
+    that is an agent invocation (GenAI ``invoke_agent`` or OpenInference ``AGENT``)."""
+    found: str | None = None
+    seen = 0
+    current = by_id.get((span.get("traceId"), span.get("parentSpanId")))
+    while current is not None and seen < 1000:
+        attrs = _attributes(current)
+        if (
+            attrs.get(semconv.GEN_AI_OPERATION_NAME) in _AGENT_OPERATIONS
+            or attrs.get(semconv.OPENINFERENCE_SPAN_KIND) in _AGENT_KINDS
+        ):
+            found = str(current.get("spanId"))
+        current = by_id.get((current.get("traceId"), current.get("parentSpanId")))
+        seen += 1
+    return found
+
+
 def read_confession_spans(path: Path) -> tuple[list[ConfessionSpanSummary], int]:
     """Confession spans of the file and the total number of spans."""
     try:
@@ -118,6 +147,7 @@ def read_confession_spans(path: Path) -> tuple[list[ConfessionSpanSummary], int]
     except TraceFileError as exc:
         raise TraceFileError(f"{path}: {exc}") from None
     names = {(s.get("traceId"), s.get("spanId")): s.get("name", "") for s in spans}
+    by_id = {(s.get("traceId"), s.get("spanId")): s for s in spans}
     found: list[ConfessionSpanSummary] = []
     for span in spans:
         attrs = _attributes(span)
@@ -138,6 +168,11 @@ def read_confession_spans(path: Path) -> tuple[list[ConfessionSpanSummary], int]
             shortcut_count=int(attrs.get(semconv.CONFESSION_SHORTCUT_COUNT) or 0),
             discrepancy_kinds=_as_list(attrs.get(semconv.CONFESSION_DISCREPANCY_KINDS)),
             reasons=_as_list(attrs.get(semconv.CONFESSION_REASONS)),
+            confession_id=attrs.get(semconv.CONFESSION_ID),
+            evaluated_span_id=attrs.get(semconv.CONFESSION_EVALUATED_SPAN_ID)
+            or _agent_ancestor(span, by_id),
+            discrepancy_count=int(attrs.get(semconv.CONFESSION_DISCREPANCY_COUNT) or 0),
+            reason_count=int(attrs.get(semconv.CONFESSION_REASON_COUNT) or 0),
         )
         report_text = attrs.get(semconv.CONFESSION_REPORT)
         if isinstance(report_text, str):

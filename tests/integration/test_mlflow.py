@@ -13,6 +13,7 @@ from confessed_run import AGENT_SPAN, CONFESSION_SPAN, HOOK_SPAN, ROOT_SPAN, exp
 from servers import Server
 
 from confessional import semconv as sc
+from confessional.annotations import mlflow_feedback
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +24,14 @@ with warnings.catch_warnings():
 
 
 def fetch_trace(
-    client: MlflowClient, experiment_id: str, trace_hex: str, timeout_s: float = 60.0
+    client: MlflowClient,
+    experiment_id: str,
+    trace_hex: str,
+    timeout_s: float = 60.0,
+    assessments: int = 0,
 ) -> Any:
-    """Poll until the trace with our OTel trace id is stored with its confession span."""
+    """Poll until the trace with our OTel trace id is stored with its confession span (and
+    at least ``assessments`` assessments)."""
     deadline = time.monotonic() + timeout_s
     seen: list[str] = []
     while time.monotonic() < deadline:
@@ -34,8 +40,10 @@ def fetch_trace(
             traces = client.search_traces(experiment_ids=[experiment_id], max_results=50)
         seen = [t.info.trace_id for t in traces]
         for trace in traces:
-            if trace_hex in trace.info.trace_id and any(
-                s.name == CONFESSION_SPAN for s in trace.data.spans
+            if (
+                trace_hex in trace.info.trace_id
+                and any(s.name == CONFESSION_SPAN for s in trace.data.spans)
+                and len(trace.info.assessments) >= assessments
             ):
                 return trace
         time.sleep(0.25)  # poll interval, bounded by the deadline
@@ -47,11 +55,16 @@ def test_confession_span_reaches_mlflow_with_its_parent_chain(mlflow_server: Ser
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         experiment_id = client.create_experiment(f"confessional-it-{uuid.uuid4().hex[:8]}")
+    feedback = mlflow_feedback(tracking_uri=mlflow_server.url, wait_s=60)
     run = export_confessed_run(
-        f"{mlflow_server.url}/v1/traces", headers={"x-mlflow-experiment-id": experiment_id}
+        f"{mlflow_server.url}/v1/traces",
+        headers={"x-mlflow-experiment-id": experiment_id},
+        sinks=[feedback],
     )
     assert run.confession.verdict == "flag"
-    trace = fetch_trace(client, experiment_id, run.trace_id)
+    feedback.flush()
+    assert (feedback.pending, feedback.delivered) == (0, 1)
+    trace = fetch_trace(client, experiment_id, run.trace_id, assessments=1)
     spans = list(trace.data.spans)
     by_id = {s.span_id: s for s in spans}
     [confession] = [s for s in spans if s.name == CONFESSION_SPAN]
@@ -66,14 +79,19 @@ def test_confession_span_reaches_mlflow_with_its_parent_chain(mlflow_server: Ser
     assert attributes[sc.CONFESSION_GRADE] == 2
     assert attributes[sc.OPENINFERENCE_SPAN_KIND] == "EVALUATOR"
 
-    # MLflow shows the evaluation result as a span event of the evaluated operation, the
-    # agent span (MLflow's OTLP endpoint ingests traces; the log record needs a logs backend).
+    # The evaluated operation is the agent span; the span-event copy is off by default
+    # (MLflow's OTLP endpoint ingests traces, and the verdict arrives as feedback instead).
     [agent] = [s for s in spans if s.name == AGENT_SPAN]
-    assert [e.name for e in confession.events] == []
-    [event] = [e for e in agent.events if e.name == "gen_ai.evaluation.result"]
-    assert event.attributes[sc.GEN_AI_EVALUATION_NAME] == "confession"
-    assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
-    assert event.attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "fail"
-    assert event.attributes[sc.CONFESSION_VERDICT] == "flag"
-
+    assert attributes[sc.CONFESSION_EVALUATED_SPAN_ID] == format(int(agent.span_id, 16), "016x")
+    assert all(e.name != "gen_ai.evaluation.result" for s in spans for e in s.events)
     assert agent.attributes.get(sc.CONFESSION_FLAGGED) is True
+
+    # The confession is MLflow feedback on the trace, as MLflow's own client reads it.
+    [assessment] = [a for a in trace.info.assessments if a.name == "confession"]
+    assert assessment.value == "flag"
+    assert assessment.source.source_type == "LLM_JUDGE"
+    assert assessment.source.source_id == run.confession.model_name
+    assert not assessment.rationale  # no content capture
+    assert assessment.metadata["confession_id"] == run.confession.id
+    assert assessment.metadata["discrepancy_count"] == str(len(run.confession.discrepancies))
+    assert assessment.metadata["grade"] == "2"

@@ -12,7 +12,7 @@ from confessed_run import AGENT_SPAN, CONFESSION_SPAN, HOOK_SPAN, ROOT_SPAN, exp
 from servers import Server
 
 from confessional import semconv as sc
-from confessional.annotations import phoenix_span_annotation
+from confessional.annotations import PHOENIX_ENDPOINT_ENV
 from confessional.cli import main
 from confessional.report import read_confession_spans
 
@@ -45,6 +45,24 @@ def fetch_trace(
     raise AssertionError(f"Phoenix returned {len(spans)} spans for {trace_id}: {spans!r}")
 
 
+def fetch_annotations(
+    server: Server, span_ids: list[str], expected: int, timeout_s: float = 60.0
+) -> list[Any]:
+    """Poll until ``expected`` annotations exist on ``span_ids`` (Phoenix queues an
+    annotation whose span is not ingested yet and retries it every 10 s)."""
+    client = Client(base_url=server.url)
+    deadline = time.monotonic() + timeout_s
+    annotations: list[Any] = []
+    while time.monotonic() < deadline:
+        annotations = list(
+            client.spans.get_span_annotations(span_ids=span_ids, project_identifier="default")
+        )
+        if len(annotations) >= expected:
+            return annotations
+        time.sleep(0.25)  # poll interval, bounded by the deadline
+    raise AssertionError(f"{len(annotations)} annotation(s) on {span_ids}: {annotations!r}")
+
+
 def span_tree(spans: list[Any]) -> str:
     children: dict[str | None, list[Any]] = {}
     ids = {s["context"]["span_id"] for s in spans}
@@ -62,9 +80,12 @@ def span_tree(spans: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: Server) -> None:
-    annotate = phoenix_span_annotation(base_url=phoenix_server.url)
-    run = export_confessed_run(f"{phoenix_server.url}/v1/traces", sinks=[annotate])
+def test_confession_span_reaches_phoenix_with_its_parent_chain(
+    phoenix_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The annotation sink is on by itself once Phoenix's endpoint variable names a Phoenix.
+    monkeypatch.setenv(PHOENIX_ENDPOINT_ENV, phoenix_server.url)
+    run = export_confessed_run(f"{phoenix_server.url}/v1/traces")
     assert run.confession.verdict == "flag"
     spans = fetch_trace(phoenix_server, run.trace_id, expected=4)
     print("\nspan tree as Phoenix returned it:\n" + span_tree(spans))
@@ -86,16 +107,11 @@ def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: S
     assert attributes[sc.GEN_AI_OPERATION_NAME] == "confession"
     assert attributes[sc.objective_count_attribute("not_complied_not_reported")] == 1
 
-    # Phoenix shows the evaluation result as a span event on the evaluated operation, the
-    # agent span (the log-record form goes to a logs backend; Phoenix ingests traces only).
+    # The evaluated operation is the agent span; the span-event copy is off by default (the
+    # log record goes to a logs backend; Phoenix ingests traces only, and gets annotations).
     [agent] = [s for s in spans if s["name"] == AGENT_SPAN]
-    assert [e["name"] for e in confession["events"]] == []
-    [event] = [e for e in agent["events"] if e["name"] == "gen_ai.evaluation.result"]
-    assert event["attributes"][sc.GEN_AI_EVALUATION_NAME] == "confession"
-    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_VALUE] == 2.0
-    assert event["attributes"][sc.GEN_AI_EVALUATION_SCORE_LABEL] == "fail"
-    assert event["attributes"][sc.CONFESSION_VERDICT] == "flag"
-    assert sc.GEN_AI_EVALUATION_EXPLANATION not in event["attributes"]
+    assert attributes[sc.CONFESSION_EVALUATED_SPAN_ID] == agent["context"]["span_id"]
+    assert all(e["name"] != "gen_ai.evaluation.result" for s in spans for e in s["events"])
 
     # The flag sits on the enclosing spans, where Phoenix users filter.
     for span in chain[1:3]:  # the model node that answered, and the agent
@@ -107,23 +123,23 @@ def test_confession_span_reaches_phoenix_with_its_parent_chain(phoenix_server: S
     )
     assert {s["name"] for s in flagged} >= {HOOK_SPAN, AGENT_SPAN}
 
-    # The optional native annotation landed on the confession span.
-    client = Client(base_url=phoenix_server.url)
-    deadline = time.monotonic() + 30
-    annotations: list[Any] = []
-    while time.monotonic() < deadline and not annotations:
-        annotations = list(
-            client.spans.get_span_annotations(
-                span_ids=[confession["context"]["span_id"]], project_identifier="default"
-            )
-        )
-        if not annotations:
-            time.sleep(0.25)  # poll interval, bounded by the deadline
-    [annotation] = annotations
+    # The native annotation landed on the evaluated span, the agent's, and nowhere else.
+    [annotation] = fetch_annotations(phoenix_server, [agent["context"]["span_id"]], 1)
     assert annotation["name"] == "confession"
+    assert annotation["annotator_kind"] == "LLM"
+    assert annotation["identifier"] == run.confession.id
     assert annotation["result"]["label"] == "flag"
     assert annotation["result"]["score"] == 2.0
-    assert not annotation["result"].get("explanation")
+    assert not annotation["result"].get("explanation")  # no content capture
+    metadata = annotation["metadata"]
+    assert metadata["discrepancy_count"] == len(run.confession.discrepancies)
+    assert metadata["confession_id"] == run.confession.id
+    assert "reasons" not in metadata  # free text: content capture only
+    assert not list(
+        Client(base_url=phoenix_server.url).spans.get_span_annotations(
+            span_ids=[confession["context"]["span_id"]], project_identifier="default"
+        )
+    )
 
 
 def test_demo_trace_file_loads_into_phoenix_with_report_send(
@@ -135,7 +151,10 @@ def test_demo_trace_file_loads_into_phoenix_with_report_send(
     trace = tmp_path / "trace.otlp.jsonl"
     confessions, total = read_confession_spans(trace)
     assert main(["report", str(trace), "--send", phoenix_server.url]) == 0
-    assert f"Sent {total} span(s) to {phoenix_server.url}." in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Sent {total} span(s) to {phoenix_server.url}." in printed
+    assert f"Annotated {len(confessions)} span(s) in Phoenix" in printed
+    verdicts: dict[str, str] = {}
     for confession in confessions:
         spans = fetch_trace(
             phoenix_server, confession.trace_id, expected=2, confession_span=confession.name
@@ -143,3 +162,18 @@ def test_demo_trace_file_loads_into_phoenix_with_report_send(
         by_name = {s["name"]: s for s in spans}
         assert confession.name in by_name
         assert confession.parent_name in by_name  # the agent span came along, ids intact
+        agent = by_name[str(confession.parent_name)]
+        assert confession.evaluated_span_id == agent["context"]["span_id"]
+        [annotation] = fetch_annotations(phoenix_server, [agent["context"]["span_id"]], 1)
+        assert annotation["result"]["label"] == confession.verdict
+        assert annotation["result"]["score"] == float(confession.grade or 0)
+        assert annotation["metadata"]["discrepancy_count"] == confession.discrepancy_count
+        # The demo records content (its own scripted data): the explanation came along.
+        assert (annotation["result"].get("explanation") is not None) is (
+            confession.verdict != "pass"
+        )
+        # A halted run's answer was withheld: the agent span's status says so.
+        halted = confession.verdict == "halt"
+        assert agent["status_code"] == ("ERROR" if halted else "UNSET")
+        verdicts[agent["name"]] = confession.verdict or ""
+    assert sorted(verdicts.values()) == ["flag", "halt", "pass"]

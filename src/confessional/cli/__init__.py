@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--send",
         metavar="URL",
         help="also post the file's spans to an OTLP/HTTP receiver, e.g. a local Phoenix at "
-        "http://127.0.0.1:6006 (waits up to 60 s for it to start)",
+        "http://127.0.0.1:6006 (waits up to 60 s for it to start); in Phoenix, each "
+        "confession also becomes an annotation on its agent span",
     )
     for name in _COMMAND_MODULES:
         if importlib.util.find_spec(f"confessional.cli.{name}") is not None:
@@ -161,10 +162,9 @@ def _dispatch(args: argparse.Namespace, out: Printer) -> int:
 
     code = summarise(args.trace_file, out)
     if args.send:
-        from confessional._otlp_send import send_trace_file
+        from confessional.cli.report import send
 
-        count = send_trace_file(args.trace_file, args.send)
-        out.line(f"Sent {count} span(s) to {args.send}.")
+        send(args.trace_file, args.send, out)
     return code
 
 
