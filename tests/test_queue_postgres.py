@@ -346,3 +346,44 @@ def test_queue_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(MissingExtraError, match=r"confessional\[postgres\]"):
         ConfessionOptions(queue="postgresql://localhost/db")
+
+
+def test_heartbeat_keeps_a_job_longer_than_its_lease(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "confessions.jsonl"
+    agent = start_agent(url, "long", 2, out)
+    worker = start_worker(url, out, "--concurrency", "2", QUEUE_TEST_DELAY_S="3")
+    try:
+        assert enqueued(agent) == 2
+        wait_for("2 done", lambda: counts(url)["done"] == 2)
+    finally:
+        kill(worker, signal.SIGTERM)
+        kill(agent)
+    with psycopg.connect(url) as conn:
+        attempts = conn.execute("SELECT max(attempts) FROM confessional_queue").fetchone()
+    assert attempts == (1,)  # 3 s jobs under a 2 s lease: renewed, never taken over
+    assert_exactly_once(url, out, 2)
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_middleware_commits_the_episode_before_the_call_returns(url: str, mode: str) -> None:
+    import asyncio
+
+    from langchain.agents import create_agent
+
+    from confessional.langchain import ConfessionMiddleware
+    from confessional.testing import admitting_confessor, cheating_agent, example_tools
+
+    middleware = ConfessionMiddleware(background=True, queue=url, queue_workers_in_process=False)
+    agent = create_agent(
+        cheating_agent(confession=admitting_confessor()), example_tools(), middleware=[middleware]
+    )
+    task: Any = {"messages": [("user", "Make the speed test pass.")]}
+    if mode == "invoke":
+        agent.invoke(task)
+    else:
+        asyncio.run(agent.ainvoke(task))
+    assert counts(url) == {"pending": 1}  # committed before the run returned
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT payload FROM confessional_queue").fetchone()
+    assert row is not None
+    assert row[0]["model_name"] == "scripted-cheating-agent"  # the agent's model confesses

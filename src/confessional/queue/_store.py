@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +121,12 @@ class QueueStatus:
     dead: Sequence[DeadLetter]
 
 
+def _close_all(pools: dict[bool, list[Any]]) -> None:
+    for connections in pools.values():
+        for conn in connections:
+            conn.close()
+
+
 class QueueStore:
     """The queue table at ``url``: a small pool of autocommit connections, one statement
     per state change. Thread-safe."""
@@ -127,18 +134,39 @@ class QueueStore:
     def __init__(self, url: str) -> None:
         require_extra("psycopg", extra="postgres", feature="the confession queue")
         self.url = url
-        self._idle: list[Any] = []
+        # Idle connections by durability (see _connection).
+        self._idle: dict[bool, list[Any]] = {True: [], False: []}
         self._lock = threading.Lock()
         self._closed = False
+        # A store dropped without close() (its pipeline was collected) closes its
+        # connections, instead of leaving them to the garbage collector.
+        weakref.finalize(self, _close_all, self._idle)
 
     @contextmanager
-    def _connection(self) -> Iterator[Any]:
+    def _connection(self, *, durable: bool = True) -> Iterator[Any]:
+        """A pooled autocommit connection.
+
+        ``durable=False``: commits do not wait for the WAL flush (``synchronous_commit =
+        off``). Only for a worker's state changes (claim, heartbeat, done, retry, give
+        back): a database crash can only undo the last of them, which puts a job back in
+        an earlier state (pending, or running with a lease that expires), so it runs
+        again with the same confession id. Enqueueing is always durable: it is the
+        write-ahead.
+        """
         import psycopg
 
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
+            idle = self._idle[durable]
+            conn = idle.pop() if idle else None
         if conn is None or conn.closed:
-            conn = psycopg.connect(self.url, autocommit=True)
+            if durable:
+                conn = psycopg.connect(self.url, autocommit=True)
+            else:
+                from psycopg.conninfo import conninfo_to_dict
+
+                given = str(conninfo_to_dict(self.url).get("options") or "")
+                options = f"{given} -c synchronous_commit=off".strip()
+                conn = psycopg.connect(self.url, autocommit=True, options=options)
         try:
             yield conn
         except psycopg.OperationalError:
@@ -148,14 +176,15 @@ class QueueStore:
             if self._closed:
                 conn.close()
             else:
-                self._idle.append(conn)
+                self._idle[durable].append(conn)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            idle = {durable: list(conns) for durable, conns in self._idle.items()}
+            for conns in self._idle.values():
+                conns.clear()
+        _close_all(idle)
 
     # -- schema ---------------------------------------------------------------------
 
@@ -214,7 +243,7 @@ class QueueStore:
         """Lease the oldest ready job (``FOR UPDATE SKIP LOCKED``: claimers never wait on
         each other). ``producer``: only jobs that producer enqueued."""
         only = "AND producer = %(producer)s" if producer is not None else ""
-        with self._connection() as conn:
+        with self._connection(durable=False) as conn:
             row = conn.execute(
                 "UPDATE confessional_queue q SET state = 'running', attempts = q.attempts + 1,"
                 " claimed_at = now(), leased_until = now() + make_interval(secs => %(lease)s),"
@@ -241,7 +270,7 @@ class QueueStore:
         """Extend the leases of ``jobs``; returns how many are still held."""
         if not jobs:
             return 0
-        with self._connection() as conn:
+        with self._connection(durable=False) as conn:
             cursor = conn.execute(
                 "UPDATE confessional_queue SET leased_until = now() + make_interval(secs => %s) "
                 "WHERE state = 'running' AND worker = %s AND id = ANY(%s)",
@@ -259,7 +288,7 @@ class QueueStore:
     def fail(self, job: ClaimedJob, error: str, *, max_attempts: int, backoff_s: float) -> str:
         """Record a failed attempt: back to ``pending`` after a backoff, or ``dead`` once
         ``max_attempts`` were made. Returns the new state (``lost``: the lease was lost)."""
-        with self._connection() as conn:
+        with self._connection(durable=False) as conn:
             row = conn.execute(
                 "UPDATE confessional_queue SET "
                 "state = CASE WHEN attempts >= %(max)s THEN 'dead' ELSE 'pending' END, "
@@ -290,7 +319,7 @@ class QueueStore:
         )
 
     def _fenced(self, job: ClaimedJob, assignments: str) -> bool:
-        with self._connection() as conn:
+        with self._connection(durable=False) as conn:
             cursor = conn.execute(
                 f"UPDATE confessional_queue SET {assignments} "
                 "WHERE id = %s AND worker = %s AND attempts = %s AND state = 'running'",
@@ -301,7 +330,7 @@ class QueueStore:
     def requeue_expired(self, *, max_attempts: int) -> tuple[int, int]:
         """Jobs whose worker stopped answering (lease expired): back to ``pending``, or
         ``dead`` when that was their last attempt. Returns ``(requeued, dead)``."""
-        with self._connection() as conn:
+        with self._connection(durable=False) as conn:
             rows = conn.execute(
                 "UPDATE confessional_queue SET "
                 "state = CASE WHEN attempts >= %(max)s THEN 'dead' ELSE 'pending' END, "
