@@ -36,6 +36,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -174,38 +175,42 @@ def throughput(url: str, jobs: int, latency_s: float) -> list[list[str]]:
     store.close()
     rates: dict[int, float] = {}
     problems: dict[int, str] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for count in (1, 2, 4):
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE confessional_queue")
-            workers = _start_workers(url, count, Path(tmp) / f"out-{count}.jsonl", latency_s)
-            try:
-                with psycopg.connect(url) as conn:
-                    with conn.cursor() as cursor:
-                        cursor.executemany(
-                            "INSERT INTO confessional_queue (confession_id, payload) "
-                            "VALUES (%s, %s)",
-                            [(uuid.uuid4().hex, Jsonb(r)) for r in records],
-                        )
-                    conn.commit()
-                    started = time.perf_counter()
-                    pause = threading.Event()
-                    with psycopg.connect(url, autocommit=True) as watch:
-                        row: tuple[Any, ...] = (0, 0, 0)
-                        while time.perf_counter() - started < 600:
-                            fetched = watch.execute(
-                                "SELECT count(*) FILTER (WHERE state IN ('done', 'dead')),"
-                                " count(*) FILTER (WHERE state = 'dead'),"
-                                " count(*) FILTER (WHERE attempts > 1) FROM confessional_queue"
-                            ).fetchone()
-                            row = fetched if fetched is not None else row
-                            if row[0] >= jobs:
-                                break
-                            pause.wait(0.01)
-                    rates[count] = jobs / (time.perf_counter() - started)
-                    problems[count] = f"{row[2]} / {row[1]}"
-            finally:
-                _stop(workers)
+    tmp = tempfile.mkdtemp(prefix="confessional-queue-bench-")
+    # The workers' logs and sinks stay in tmp when a job was retried.
+    for count in (1, 2, 4):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE confessional_queue")
+        workers = _start_workers(url, count, Path(tmp) / f"out-{count}.jsonl", latency_s)
+        try:
+            with psycopg.connect(url) as conn:
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO confessional_queue (confession_id, payload) VALUES (%s, %s)",
+                        [(uuid.uuid4().hex, Jsonb(r)) for r in records],
+                    )
+                conn.commit()
+                started = time.perf_counter()
+                pause = threading.Event()
+                with psycopg.connect(url, autocommit=True) as watch:
+                    row: tuple[Any, ...] = (0, 0, 0)
+                    while time.perf_counter() - started < 600:
+                        fetched = watch.execute(
+                            "SELECT count(*) FILTER (WHERE state IN ('done', 'dead')),"
+                            " count(*) FILTER (WHERE state = 'dead'),"
+                            " count(*) FILTER (WHERE attempts > 1) FROM confessional_queue"
+                        ).fetchone()
+                        row = fetched if fetched is not None else row
+                        if row[0] >= jobs:
+                            break
+                        pause.wait(0.01)
+                rates[count] = jobs / (time.perf_counter() - started)
+                problems[count] = f"{row[2]} / {row[1]}"
+        finally:
+            _stop(workers)
+    if any(problem != "0 / 0" for problem in problems.values()):
+        print(f"some jobs were retried: the workers' logs are in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     ideal = 4 / latency_s  # 4 jobs at a time per worker, each taking one model latency
     return [
         [

@@ -245,12 +245,15 @@ class QueueStore:
         only = "AND producer = %(producer)s" if producer is not None else ""
         with self._connection(durable=False) as conn:
             row = conn.execute(
+                # A scalar sub-select (an InitPlan) runs once. Joined in FROM instead, the
+                # planner may rescan it per row, and each rescan of a SKIP LOCKED LIMIT 1
+                # locks another row: one claim then takes many jobs (seen at 224).
                 "UPDATE confessional_queue q SET state = 'running', attempts = q.attempts + 1,"
                 " claimed_at = now(), leased_until = now() + make_interval(secs => %(lease)s),"
                 " worker = %(worker)s "
-                "FROM (SELECT id FROM confessional_queue WHERE state = 'pending' "
+                "WHERE q.id = (SELECT id FROM confessional_queue WHERE state = 'pending' "
                 f"AND available_at <= now() {only} ORDER BY available_at, id LIMIT 1 "
-                "FOR UPDATE SKIP LOCKED) next WHERE q.id = next.id "
+                "FOR UPDATE SKIP LOCKED) "
                 "RETURNING q.id, q.confession_id, q.payload, q.attempts,"
                 " EXTRACT(EPOCH FROM now() - q.enqueued_at)",
                 {"lease": lease_s, "worker": worker, "producer": producer},
