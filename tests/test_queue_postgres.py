@@ -387,3 +387,13 @@ def test_middleware_commits_the_episode_before_the_call_returns(url: str, mode: 
         row = conn.execute("SELECT payload FROM confessional_queue").fetchone()
     assert row is not None
     assert row[0]["model_name"] == "scripted-cheating-agent"  # the agent's model confesses
+
+
+def test_cli_names_an_unreachable_database_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    unreachable = "postgresql://nobody@/none?host=/nonexistent-socket-dir"
+    assert main(["queue", "status", unreachable]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("confessional queue: error: cannot reach the queue's database")
+    assert "Traceback" not in error

@@ -124,6 +124,7 @@ def _into_queue(spool_path: Path, url: str, out: Printer) -> int:
     """``--queue``: move every spooled record into the queue table, its record id as the
     confession id (loading the same record twice enqueues it once)."""
     from confessional._jsonl import read_jsonl
+    from confessional.cli.queue import migrate
     from confessional.queue import QueueStore
     from confessional.spool import read_spool
 
@@ -133,7 +134,7 @@ def _into_queue(spool_path: Path, url: str, out: Printer) -> int:
         raise ConfigurationError(f"no spool at {spool_path}")
     store = QueueStore(url)
     try:
-        store.migrate()
+        migrate(store)
         files = _claim(spool_path)
         try:  # every record is read back (validated) before any is queued
             records = [record for file in files for _, record in read_jsonl(file)]

@@ -10,9 +10,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confessional._render import Printer
+from confessional.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from confessional.queue import QueueStore
 
 __all__ = ["add_parser", "run"]
 
@@ -47,12 +51,23 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def migrate(store: QueueStore) -> None:
+    """Create or migrate the tables; an unreachable database is a one-line error."""
+    import psycopg
+
+    try:
+        store.migrate()
+    except psycopg.OperationalError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(f"cannot reach the queue's database: {message}") from None
+
+
 def run(args: argparse.Namespace, out: Printer) -> int:
     from confessional.queue import QueueStore
 
     store = QueueStore(args.url)
     try:
-        store.migrate()
+        migrate(store)
         action = args.queue_action
         if action == "status":
             status = store.status(dead_limit=args.dead)

@@ -74,10 +74,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, out: Printer) -> int:
     from confessional.cli.drain import load_options
+    from confessional.cli.queue import migrate
     from confessional.queue import QueueStore, QueueWorker
     from confessional.queue._deliver import JobExecutor, worker_pipeline
 
-    options = load_options(args.options, args.model, args.out)
+    try:
+        options = load_options(args.options, args.model, args.out)
+    except ConfigurationError as exc:  # its messages name the drain command
+        raise ConfigurationError(str(exc).replace("drain needs", "worker needs", 1)) from None
     url = args.queue or options.queue
     if not url:
         raise ConfigurationError(
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace, out: Printer) -> int:
     if grace < 0 or args.poll <= 0:
         raise ConfigurationError("--grace must be >= 0 and --poll > 0")
     store = QueueStore(url)
-    store.migrate()
+    migrate(store)
     worker = QueueWorker(
         store,
         JobExecutor(worker_pipeline(options)),
