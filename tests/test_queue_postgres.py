@@ -397,3 +397,20 @@ def test_cli_names_an_unreachable_database_in_one_line(
     error = capsys.readouterr().err
     assert error.startswith("confessional queue: error: cannot reach the queue's database")
     assert "Traceback" not in error
+
+
+def test_an_unreachable_queue_keeps_the_episode_in_memory(tmp_path: Path) -> None:
+    from confessional.health import failure_counts
+
+    out = tmp_path / "confessions.jsonl"
+    pipeline = ConfessionPipeline(
+        model=slow_confessor(0.0),
+        sinks=[JsonlSink(out)],
+        background=True,
+        queue="postgresql://nobody@/none?host=/nonexistent-socket-dir",
+    )
+    future = pipeline.submit(episode("task offline-0"))
+    assert future is not None
+    assert future.result(timeout=DEADLINE_S).status == "ok"  # confessed here instead
+    assert failure_counts()[("background", "queue_unavailable")] == 1
+    assert len(delivered(out)) == 1

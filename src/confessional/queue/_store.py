@@ -49,6 +49,9 @@ MAX_BACKOFF_S: Final = 300.0
 """Longest wait between two attempts of a job, however many attempts it took."""
 ERROR_LIMIT: Final = 2000
 """Characters of a job's last error kept in the table."""
+CONNECT_TIMEOUT_S: Final = 5
+"""Connection timeout when the URL sets none (``connect_timeout``): an unreachable
+database then fails an enqueue in seconds (the episode is kept in memory instead)."""
 
 # pg_advisory_xact_lock key for migrations: the bytes "confqueu" as a signed 64-bit integer.
 _MIGRATION_LOCK: Final = int.from_bytes(b"confqueu", "big", signed=True)
@@ -159,14 +162,18 @@ class QueueStore:
             idle = self._idle[durable]
             conn = idle.pop() if idle else None
         if conn is None or conn.closed:
-            if durable:
-                conn = psycopg.connect(self.url, autocommit=True)
-            else:
-                from psycopg.conninfo import conninfo_to_dict
+            from psycopg.conninfo import conninfo_to_dict
 
-                given = str(conninfo_to_dict(self.url).get("options") or "")
-                options = f"{given} -c synchronous_commit=off".strip()
-                conn = psycopg.connect(self.url, autocommit=True, options=options)
+            given = conninfo_to_dict(self.url)
+            # An unreachable host must not hold the agent's call for minutes.
+            timeout = int(given.get("connect_timeout") or CONNECT_TIMEOUT_S)
+            if durable:
+                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=timeout)
+            else:
+                options = f"{given.get('options') or ''} -c synchronous_commit=off".strip()
+                conn = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=timeout, options=options
+                )
         try:
             yield conn
         except psycopg.OperationalError:
