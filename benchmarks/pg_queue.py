@@ -1,6 +1,6 @@
 """The PostgreSQL queue: what enqueueing adds to the time to answer, and worker throughput.
 
-    python benchmarks/queue.py [--queue URL] [--runs 20] [--jobs 240] [--latency-ms 100]
+    python benchmarks/pg_queue.py [--queue URL] [--runs 20] [--jobs 240] [--latency-ms 100]
 
 Without ``--queue`` a throwaway PostgreSQL server is started (``tests/pg/server.py``:
 needs the server binaries, as the tests do), with ``fsync`` turned back on so that each
@@ -23,11 +23,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named like the standard library's ``queue``, which asyncio and
-# concurrent.futures import: put its own directory last on the path, not first.
-_HERE = str(Path(__file__).resolve().parent)
-if sys.path and sys.path[0] == _HERE:
-    sys.path.append(sys.path.pop(0))
+# Not ``queue.py``: a module of that name in this directory would shadow the standard
+# library's ``queue`` (which concurrent.futures imports) for every benchmark here.
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))  # tests.pg: the throwaway server and the worker settings
