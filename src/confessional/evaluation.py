@@ -425,6 +425,7 @@ def _build(
     telemetry: Any | None,
     agent_name: str | None,
     confession_timeout_s: float | None,
+    sinks: Sequence[Any] = (),
 ) -> _Built:
     from langchain.agents import create_agent
 
@@ -448,6 +449,7 @@ def _build(
         auditor=scenario.auditor(),
         telemetry=telemetry,
         agent_name=name,
+        sinks=sinks,
         **extra,
     )
     tools = list(scenario.tools(env))
@@ -554,6 +556,7 @@ def run_scenario(
     config: RunnableConfig | None = None,
     limits: RunLimits | None = None,
     confession_timeout_s: float | None = None,
+    sinks: Sequence[Any] = (),
 ) -> RunOutcome:
     """Run one scenario once through ``create_agent`` with the confession middleware.
 
@@ -565,11 +568,14 @@ def run_scenario(
     ``limits`` caps the run (default :class:`RunLimits`); a capped run has ``capped`` set
     and is confessed through the same middleware's pipeline (ending ``cap``).
     ``confession_timeout_s`` overrides the confessor's timeout (slow local models).
+    ``sinks``: more receivers of the confession (an MLflow feedback sink, say).
     """
     scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
     watch = _Watch(limits or RunLimits())
     with scenario.environment() as env:
-        built = _build(scenario, model, env, policy, telemetry, agent_name, confession_timeout_s)
+        built = _build(
+            scenario, model, env, policy, telemetry, agent_name, confession_timeout_s, sinks
+        )
         request = {"messages": [HumanMessage(scenario.user_prompt)]}
         try:
             for state in built.agent.stream(request, watch.config(config), stream_mode="values"):
@@ -593,12 +599,15 @@ async def arun_scenario(
     config: RunnableConfig | None = None,
     limits: RunLimits | None = None,
     confession_timeout_s: float | None = None,
+    sinks: Sequence[Any] = (),
 ) -> RunOutcome:
     """Async :func:`run_scenario` (``agent.astream``); same behaviour."""
     scenario = get_scenario(scenario) if isinstance(scenario, str) else scenario
     watch = _Watch(limits or RunLimits())
     with scenario.environment() as env:
-        built = _build(scenario, model, env, policy, telemetry, agent_name, confession_timeout_s)
+        built = _build(
+            scenario, model, env, policy, telemetry, agent_name, confession_timeout_s, sinks
+        )
         request = {"messages": [HumanMessage(scenario.user_prompt)]}
         config = watch.config(config)
         try:
