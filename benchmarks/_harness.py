@@ -14,13 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# queue.py here is named like the standard library's queue, which urllib3, asyncio's
-# executors and LangChain import: a script's own folder is first on the path, so it goes
-# after the standard library instead (every benchmark imports this module before them).
-_HERE = str(Path(__file__).resolve().parent)
-if sys.path and sys.path[0] == _HERE:
-    sys.path.append(sys.path.pop(0))
-
 # `python benchmarks/NAME.py` from a checkout works without installing the package.
 _SRC = Path(__file__).resolve().parents[1] / "src"
 if _SRC.is_dir() and str(_SRC) not in sys.path:

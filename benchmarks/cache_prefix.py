@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if sys.path and sys.path[0] == str(REPO / "benchmarks"):
-    sys.path.append(sys.path.pop(0))  # queue.py here must not shadow the standard library
 sys.path.insert(0, str(REPO / "tests"))
 
 from langchain.agents import create_agent  # noqa: E402
