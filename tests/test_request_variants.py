@@ -255,3 +255,30 @@ def test_eval_passes_the_variant_and_records_it(style: RequestStyle) -> None:
 def test_eval_rejects_an_unknown_variant_before_any_run() -> None:
     with pytest.raises(ConfigurationError, match="request_style='nope' is not valid"):
         run_eval("scripted", runs=1, request_style="nope")  # type: ignore[arg-type]
+
+
+def test_cli_eval_flags_pick_the_variant(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from confessional.cli import main
+
+    code = main(
+        [
+            "eval",
+            "--model",
+            "scripted",
+            "--runs",
+            "1",
+            "--scenarios",
+            "broken_tool",
+            "--request-style",
+            "direct_questions",
+            "--confession-samples",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert (data["request_style"], data["confession_samples"]) == ("direct_questions", 2)
+    assert main(["eval", "--model", "scripted", "--confession-samples", "0"]) == 2
+    assert "--confession-samples must be at least 1" in capsys.readouterr().err
