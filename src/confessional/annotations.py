@@ -553,6 +553,7 @@ class MlflowFeedback:
 
     def _start_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
+            self._stopped.clear()  # used again after close(): work again
             self._worker = threading.Thread(
                 target=self._retry, name="confessional-mlflow-feedback", daemon=True
             )

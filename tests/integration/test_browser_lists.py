@@ -105,14 +105,15 @@ def test_phoenix_list_shows_the_halted_and_the_flagged_run(
     assert rows[HALTED].get_by_text("confession halted the run").count() == 1
     for name in (FLAGGED, HONEST):
         assert rows[name].get_by_text("confession halted the run").count() == 0
-    # The flagged run's annotation reads "flag" (label = verdict, score = grade).
-    rows[FLAGGED].get_by_role("button", name="View annotation details").click()
-    details = page.get_by_role("dialog").filter(has_text="confession")
-    details.get_by_text("flag", exact=True).wait_for()
-    page.set_viewport_size({"width": 1500, "height": 760})
     screenshot = tmp_path / "phoenix-traces.png"
     page.screenshot(path=screenshot)
     keep_screenshot(screenshot)
+    # The flagged run's annotation reads "flag" (label = verdict, score = grade).
+    page.set_viewport_size({"width": 1500, "height": 760})  # room for its details
+    rows[FLAGGED].get_by_role("button", name="View annotation details").click()
+    details = page.get_by_role("dialog").filter(has_text="confession")
+    details.get_by_text("flag", exact=True).wait_for()
+    page.screenshot(path=tmp_path / "phoenix-flagged-details.png", animations="disabled")
     page.keyboard.press("Escape")
 
     # Filtering on the annotation finds exactly the flagged run, then the halted one.
