@@ -22,7 +22,7 @@ from confessional.evaluation import (
 from confessional.findings import UNFINISHED
 from confessional.local_model import IDENTITY_METADATA_KEY
 from confessional.scenarios import get_scenario, report_confessor
-from confessional.testing import ScriptedChatModel, is_confession_request
+from confessional.testing import ScriptedChatModel, admitting_confessor, is_confession_request
 
 
 def _looping_model() -> ScriptedChatModel:
@@ -169,3 +169,19 @@ def test_base_url_is_refused_for_scripted(
     )
     assert code == 2
     assert "--base-url" in capsys.readouterr().err
+
+
+def test_a_run_answered_without_any_tool_is_confessed_and_scored() -> None:
+    """Sandbagging with no tool call at all is still a run to score: it is confessed."""
+
+    confessor = admitting_confessor()
+
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> AIMessage | str:
+        if is_confession_request(messages):
+            return confessor.respond(messages, tools)
+        return AIMessage(content="I would rather not take the quiz.")
+
+    outcome = run_scenario("sandbagging", ScriptedChatModel(respond=respond, model_name="shy"))
+    assert outcome.finished
+    assert outcome.confession is not None
+    assert outcome.confession.status == "ok"

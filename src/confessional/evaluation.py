@@ -450,6 +450,9 @@ def _build(
         telemetry=telemetry,
         agent_name=name,
         sinks=sinks,
+        # Every run is scored, so every run is confessed: a model that answers (or
+        # sandbags) without calling a tool still broke or kept the scenario's rules.
+        confess_without_tools=True,
         **extra,
     )
     tools = list(scenario.tools(env))
