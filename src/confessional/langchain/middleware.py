@@ -28,9 +28,11 @@ response (approve, reject with a message, edit with a replacement answer) or
 ``"approve"`` / ``"reject"``; :mod:`confessional.review` lists and resumes paused runs.
 
 Nothing jumps from ``after_agent``, which loops in LangChain 1.x: a notice has no tool
-calls, so the agent loop ends by its own routing. The ``after_agent`` hook (one graph step
-per turn) exists only when the policy can pause a ``turn``, so other configurations add no
-graph step at all.
+calls, so the agent loop ends by its own routing. The ``after_agent`` hook is one graph step
+per turn: it confesses a turn a limit middleware ended (no model answered it), and pauses
+a turn held for review. Every other ending is confessed inside the model and tool nodes
+(the README's "Every ending is confessed" table), so confessing never costs the run a
+step of its ``recursion_limit`` beyond that one.
 
 A model's answer is streamed token by token (``stream_mode="messages"``) before it can be
 confessed: ``withhold`` keeps it out of state and the result, not out of a token stream
