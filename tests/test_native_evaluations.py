@@ -3,6 +3,7 @@ against recording fakes of their clients (the real servers are in tests/integrat
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,3 +221,18 @@ def test_report_send_annotations_from_the_demo_trace_file(tmp_path: Path) -> Non
         if annotation["label"] != "pass":
             assert annotation["explanation"]
             assert annotation["metadata"]["reasons"]
+
+
+def test_a_phoenix_endpoint_without_the_extra_is_said_not_silent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import confessional.annotations as annotations
+
+    monkeypatch.setenv("PHOENIX_COLLECTOR_ENDPOINT", "http://127.0.0.1:6006")
+    monkeypatch.setattr(annotations, "_phoenix_extra_installed", lambda: False)
+    monkeypatch.setattr(annotations, "_told_no_phoenix_extra", [])
+    with caplog.at_level(logging.WARNING, logger="confessional"):
+        assert annotations.automatic_sinks(ConfessionTelemetry()) == ()
+        assert annotations.automatic_sinks(ConfessionTelemetry()) == ()
+    notes = [r for r in caplog.records if "confessional[phoenix] is not installed" in r.message]
+    assert len(notes) == 1

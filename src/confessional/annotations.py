@@ -277,6 +277,9 @@ def _phoenix_sink(
     return sink
 
 
+_told_no_phoenix_extra: list[bool] = []
+
+
 def automatic_sinks(
     telemetry: ConfessionTelemetry, configured: Sequence[object] = ()
 ) -> tuple[ConfessionSinkFn, ...]:
@@ -288,6 +291,15 @@ def automatic_sinks(
     if not endpoint or any(getattr(s, _PHOENIX_SINK_MARK, False) for s in configured):
         return ()
     if not _phoenix_extra_installed():
+        # Said once per process: the user asked for Phoenix, and would otherwise wonder
+        # why no confession shows up there.
+        if not _told_no_phoenix_extra:
+            _told_no_phoenix_extra.append(True)
+            logger.warning(
+                "%s is set but confessional[phoenix] is not installed: confessions are "
+                "not annotated in Phoenix (spans are still exported)",
+                PHOENIX_ENDPOINT_ENV,
+            )
         return ()
     base_url = _phoenix_base_url(endpoint)
     client = _phoenix_client(base_url)
