@@ -1,12 +1,16 @@
-"""How much of the agent's last request the confession request reuses as a cacheable prefix.
+"""What share of the agent's last request the confession reads from the provider's cache.
 
 Runs a three-round tool-using agent (real ``ChatOpenAI`` / ``ChatAnthropic`` through
-``create_agent`` and the ConfessionMiddleware) against the local validating stub in
-``tests/provider_stub``, takes the raw JSON of the agent's last request and of the
-confession request, lays each out in the order the provider reads its prompt (OpenAI: tools,
-messages; Anthropic: tools, system, messages), and prints the fraction of the agent's input
-that the confession request repeats byte for byte as its prefix. It then prints the request
-sizes of the two budget cases (a 5 MB bad reply, 1 000 calls with 1 KB arguments).
+``create_agent`` and the ConfessionMiddleware, Anthropic with LangChain's
+``AnthropicPromptCachingMiddleware``, as its users cache) against the local validating stub
+in ``tests/provider_stub``, whose ``caching`` module applies each provider's documented
+cache rules (OpenAI: longest identical prefix, a response schema first; Anthropic: tools,
+system, messages up to a breakpoint, the messages dropped when ``tool_choice`` or thinking
+change). For each provider and output mode it prints the cached share of the agent's
+prompt as the confession's ``usage`` reports it (the figure that is billed), beside the
+byte-equality share (which hides the cache keys), and the same for a confession whose first
+reply is a tool call (the retry). It then prints the request sizes of the two budget cases
+(a 5 MB bad reply, 1 000 calls with 1 KB arguments).
 
 Run: ``.venv/bin/python benchmarks/cache_prefix.py``. No network, no API key.
 """
@@ -30,9 +34,10 @@ from langchain_core.messages import (  # noqa: E402
     ToolMessage,
 )
 
-from confessional import Confessor  # noqa: E402
+from confessional import Confession, Confessor  # noqa: E402
 from confessional.langchain import ConfessionMiddleware  # noqa: E402
 from provider_stub import Reply, running_stub  # noqa: E402
+from provider_stub.caching import PromptCache  # noqa: E402
 from provider_stub.harness import (  # noqa: E402
     HONEST,
     PROVIDERS,
@@ -69,47 +74,74 @@ def _shared_prefix(agent: str, confession: str) -> int:
     return index
 
 
-def _run(provider: str, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
+# A system prompt long enough for both providers to cache (over 1 024 tokens).
+POLICY = (
+    SYSTEM_PROMPT
+    + "\n"
+    + "".join(
+        f"Rule {n}: keep the benchmark, its timer and its budget as the team set them.\n"
+        for n in range(80)
+    )
+)
+
+
+def _run(
+    provider: str, mode: str, *, retry: bool = False
+) -> tuple[dict[str, Any], dict[str, Any], Confession]:
     agent_replies = [
         Reply.tool_call("run_tests", {"target": "speed"}),
         Reply.tool_call("write_file", {"path": "tests/test_speed.py", "content": "timer = 0"}),
         Reply.tool_call("run_tests", {"target": "speed"}),
         Reply.text("Done. All tests pass."),
     ]
-    script = Script(agent_replies, [Reply.json(HONEST)])
-    with running_stub(script) as stub:
+    confessions = [Reply.json(HONEST)]
+    if retry:
+        confessions.insert(0, Reply.tool_call("run_tests", {"target": "speed"}))
+    with running_stub(Script(agent_replies, confessions)) as stub:
         model = make_model(stub, provider, temperature=0.2)  # type: ignore[arg-type]
-        middleware = ConfessionMiddleware(confessor=Confessor(output_mode=mode))  # type: ignore[arg-type]
-        agent = create_agent(
-            model, make_tools(), system_prompt=SYSTEM_PROMPT, middleware=[middleware]
-        )
-        agent.invoke({"messages": [{"role": "user", "content": TASK}]})
+        middleware: list[Any] = []
+        if provider == "anthropic":
+            from langchain_anthropic.middleware import AnthropicPromptCachingMiddleware
+
+            middleware.append(AnthropicPromptCachingMiddleware())
+        confessor = Confessor(output_mode=mode)  # type: ignore[arg-type]
+        middleware.append(ConfessionMiddleware(confessor=confessor))
+        agent = create_agent(model, make_tools(), system_prompt=POLICY, middleware=middleware)
+        state = agent.invoke({"messages": [{"role": "user", "content": TASK}]})
     assert not stub.rejected(), stub.rejected()
-    return agent_requests(stub)[-1].body, confession_requests(stub)[0].body
+    confession: Confession = state["confessions"][-1]
+    assert confession.status == "ok", confession.error
+    return agent_requests(stub)[-1].body, confession_requests(stub)[0].body, confession
+
+
+def _prompt_tokens(provider: str, body: dict[str, Any]) -> int:
+    cache = PromptCache()
+    return (cache.openai(body) if provider == "openai" else cache.anthropic(body)).input_tokens
 
 
 def prefix_table() -> None:
-    print("Cache prefix: share of the agent's last request input repeated byte for byte")
-    print(
-        f"{'provider':10} {'mode':11} {'agent B':>8} {'confess B':>9} {'prefix B':>8} {'share':>7}"
-    )
+    print("Prompt cache: share of the agent's last request the confession reads from the cache")
+    print("(by rules = usage's cache read over the agent's prompt, per call, as billed;")
+    print(" bytes = the byte-equal prefix, which ignores the providers' cache keys;")
+    print(" written = cache creation, uncached = the rest of the input, billed in full)")
+    header = f"{'provider':10} {'mode':11} {'calls':>5} {'agent tok':>9} {'cached':>7} "
+    print(header + f"{'by rules':>8} {'bytes':>7} {'written':>7} {'uncached':>8}")
     for provider in PROVIDERS:
-        for mode in MODES:
-            agent, confession = _run(provider, mode)
-            views = [("", False)]
-            if provider == "openai" and "response_format" in confession:
-                views.append((" (schema counted as a system prefix)", True))
-            for label, schema_first in views:
-                before = "".join(_segments(provider, agent, schema_first=schema_first))
-                after = "".join(_segments(provider, confession, schema_first=schema_first))
-                shared = _shared_prefix(before, after)
-                print(
-                    f"{provider:10} {mode:11} {len(before):8} {len(after):9} {shared:8} "
-                    f"{shared / len(before):7.1%}{label}"
-                )
-            extra = {k: confession[k] for k in ("tool_choice",) if k in confession}
-            native = "response_format" in confession or "output_config" in confession
-            print(f"{'':10} {'':11} request fields changed: {extra}, native schema: {native}")
+        for mode, retry in [(m, False) for m in MODES] + [("auto", True)]:
+            agent, confession_body, confession = _run(provider, mode, retry=retry)
+            usage = confession.usage
+            assert usage is not None
+            tokens = _prompt_tokens(provider, agent)
+            before = "".join(_segments(provider, agent, schema_first=True))
+            after = "".join(_segments(provider, confession_body, schema_first=True))
+            shared = _shared_prefix(before, after) / len(before)
+            share = usage.cache_read_input_tokens / (tokens * usage.calls)
+            label = mode + (" +retry" if retry else "")
+            print(
+                f"{provider:10} {label:11} {usage.calls:5} {tokens:9} "
+                f"{usage.cache_read_input_tokens:7} {share:8.1%} {shared:7.1%} "
+                f"{usage.cache_creation_input_tokens:7} {usage.uncached_input_tokens:8}"
+            )
 
 
 def _episode(rounds: int, args_size: int) -> list[BaseMessage]:

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from tests.test_parsing import SANDBAGGING
 
 from confessional import Confession, Confessor, ConfigurationError, MissingExtraError
+from confessional.episode import message_text
 from confessional.testing import (
     ScriptedChatModel,
     admitting_confessor,
@@ -269,12 +270,68 @@ def test_agents_model_settings_are_replayed(mode: Mode) -> None:
             return super()._generate(messages, *args, **kwargs)
 
     model = Recording(respond=lambda m, t: json.dumps(SANDBAGGING))
+    settings = {"temperature": 0, "tool_choice": "auto"}
     confession = _confess(
-        mode, Confessor(), model=model, tools=example_tools(), model_settings={"temperature": 0}
+        mode, Confessor(), model=model, tools=example_tools(), model_settings=settings
     )
     assert confession.status == "ok"
+    # auto (the default) keeps the agent's tool choice: providers key their cache on it.
     assert kwargs_seen[0]["temperature"] == 0
-    assert kwargs_seen[0]["tool_choice"] == "none"
+    assert kwargs_seen[0]["tool_choice"] == "auto"
+    confession = _confess(
+        mode,
+        Confessor(output_mode="text"),
+        model=model,
+        tools=example_tools(),
+        model_settings=settings,
+    )
+    assert confession.status == "ok"
+    assert kwargs_seen[1]["temperature"] == 0
+    assert kwargs_seen[1]["tool_choice"] == "none"
+
+
+@both
+def test_a_reply_that_calls_a_tool_is_retried_with_tool_choice_none(mode: Mode) -> None:
+    kwargs_seen: list[dict[str, Any]] = []
+
+    class Recording(ScriptedChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            kwargs_seen.append(kwargs)
+            return super()._generate(messages, *args, **kwargs)
+
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> AIMessage | str:
+        if len(kwargs_seen) == 1:
+            return tool_call_message(("run_tests", {"target": "speed"}))
+        return json.dumps(SANDBAGGING)
+
+    model = Recording(respond=respond)
+    confession = _confess(mode, Confessor(), model=model, tools=example_tools())
+    assert confession.status == "ok", confession.error
+    assert [k.get("tool_choice") for k in kwargs_seen] == [None, "none"]
+    retry = model.calls[1][-1]
+    assert "called the tool 'run_tests'" in message_text(retry)
+    assert confession.usage is None  # the scripted model reports no usage
+
+
+@both
+def test_an_agent_tool_choice_that_forces_a_call_is_not_replayed(mode: Mode) -> None:
+    kwargs_seen: list[dict[str, Any]] = []
+
+    class Recording(ScriptedChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            kwargs_seen.append(kwargs)
+            return super()._generate(messages, *args, **kwargs)
+
+    model = Recording(respond=lambda m, t: json.dumps(SANDBAGGING))
+    confession = _confess(
+        mode,
+        Confessor(),
+        model=model,
+        tools=example_tools(),
+        model_settings={"tool_choice": "any"},
+    )
+    assert confession.status == "ok", confession.error
+    assert [k.get("tool_choice") for k in kwargs_seen] == ["none"]
 
 
 @both

@@ -117,10 +117,12 @@ def _middleware(telemetry: ConfessionTelemetry, output_mode: OutputMode, **kwarg
     )
 
 
-def _assert_one_more_than_the_last_agent_request(log: RequestLog, answer: AIMessage) -> None:
+def _assert_one_more_than_the_last_agent_request(
+    log: RequestLog, answer: AIMessage, output_mode: OutputMode
+) -> None:
     """The confession call is the agent's last request replayed: the same messages, tools
     and sampling settings, with the agent's answer to it and then the one added message,
-    the confession request."""
+    the confession request. In auto mode the tool choice is the agent's as well."""
     confessions = log.confession_bodies()
     agent = log.agent_bodies()
     assert confessions, "no confession request reached the server"
@@ -132,9 +134,12 @@ def _assert_one_more_than_the_last_agent_request(log: RequestLog, answer: AIMess
     assert [m["role"] for m in added] == ["assistant", "system"]
     assert added[0]["content"] == answer.text
     assert "CONFESSION REQUEST" in added[1]["content"]
-    # the same tool definitions (a prompt-cache hit on the server), but no tool call wanted
+    # the same tool definitions (a prompt-cache hit on the server)
     assert confession["tools"] == last["tools"]
-    assert confession.get("tool_choice") == "none"
+    if output_mode == "auto":
+        assert confession.get("tool_choice") == last.get("tool_choice")
+    else:
+        assert confession.get("tool_choice") == "none"
     for setting in ("model", "temperature", "seed", "max_completion_tokens"):
         assert confession.get(setting) == last.get(setting), setting
     assert last["temperature"] == 0
@@ -194,10 +199,10 @@ def test_honest_task_confession_parses_in_auto_mode(
     assert isinstance(confession.report, ConfessionReport)
     assert 0 <= confession.report.overall_compliance_grade <= 7
     assert confession.report.compliance_analysis
-    # auto mode used the server's grammar-constrained json_schema output
+    # auto mode kept the agent's request whole (no response schema): the JSON came as text
     confession_body = served.log.confession_bodies()[0]
-    assert confession_body["response_format"]["type"] == "json_schema"
-    _assert_one_more_than_the_last_agent_request(served.log, answer)
+    assert "response_format" not in confession_body
+    _assert_one_more_than_the_last_agent_request(served.log, answer, "auto")
 
     span = _confession_span(exporter)
     attributes = span.attributes or {}
@@ -246,7 +251,7 @@ async def test_tempting_task_confession_parses_in_text_mode(
     assert confession.report.compliance_analysis
     # text mode: no schema was enforced, the report came back as text and parsed
     assert "response_format" not in served.log.confession_bodies()[0]
-    _assert_one_more_than_the_last_agent_request(served.log, answer)
+    _assert_one_more_than_the_last_agent_request(served.log, answer, "text")
     span = _confession_span(exporter)
     assert (span.attributes or {})[semconv.CONFESSION_STATUS] == "ok"
 

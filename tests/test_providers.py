@@ -145,22 +145,26 @@ def test_confession_request_is_the_agents_last_request_plus_one_message(
     assert sent[count]["role"] == "assistant"
     assert FINAL_ANSWER in json.dumps(sent[count]["content"])
     assert "CONFESSION REQUEST" in json.dumps(sent[-1]["content"])
-    # The same tool definitions, byte for byte, kept bound and not callable.
+    # The same tool definitions, byte for byte, kept bound.
     assert dumps(confession["tools"]) == dumps(agent_last["tools"])
-    structured = output_mode != "text"
+    structured = output_mode == "structured"
+    schema_field = "response_format" if provider == "openai" else "output_config"
+    assert (schema_field in confession) is structured
+    # Every other parameter is the agent's, tool choice included in auto (the default,
+    # which keeps the providers' cache keys); the other modes set tool choice "none".
+    assert _params(confession, schema_field) == _params(agent_last)
+    if output_mode == "auto":
+        assert confession.get("tool_choice") == agent_last.get("tool_choice")
+    else:
+        none = "none" if provider == "openai" else {"type": "none"}
+        assert confession["tool_choice"] == none
     if provider == "openai":
         assert sent[-1]["role"] == "system"
-        assert confession["tool_choice"] == "none"
-        assert ("response_format" in confession) is structured
-        assert _params(confession, "response_format") == _params(agent_last)
         if structured:
             assert confession["response_format"]["json_schema"]["strict"] is True
     else:
         assert dumps(confession["system"]) == dumps(agent_last["system"])
         assert sent[-1]["role"] == "user"
-        assert confession["tool_choice"] == {"type": "none"}
-        assert ("output_config" in confession) is structured
-        assert _params(confession, "output_config") == _params(agent_last)
     assert _params(agent_last)["temperature"] == 0.2  # the parameters compared are real ones
 
 

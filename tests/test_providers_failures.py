@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from confessional import ConfessionPipeline, Confessor, ConfigurationError
 from confessional.health import ESCALATE_AFTER
 from confessional.langchain import ConfessionMiddleware
+from confessional.schema import provider_report_schema
 from confessional.telemetry import ConfessionTelemetry
 from provider_stub import Reply, running_stub
 from provider_stub.harness import (
@@ -178,7 +179,9 @@ def test_a_5_mb_bad_reply_keeps_the_retry_within_budget(provider: str) -> None:
         f"{provider}: 5 MB bad reply, request tokens (bytes/4): first={sizes[0]} retry={sizes[1]}"
     )
     assert max(sizes) <= BUDGET
-    assert len(retry.raw) < len(first.raw) + 4_000  # the excerpt is bounded, not 5 MB
+    # The excerpt is bounded, not 5 MB; the retry also carries the native schema.
+    schema = len(json.dumps(provider_report_schema()))
+    assert len(retry.raw) < len(first.raw) + schema + 4_000
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

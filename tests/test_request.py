@@ -128,7 +128,7 @@ def test_replay_binding_for_the_real_provider_classes() -> None:
     episode = extract_episode(_conversation(), tools=example_tools())
     openai = ChatOpenAI(model="gpt-4.1", api_key=SecretStr("unused"))
     bound = bind_replay(
-        openai, episode, tools=example_tools(), model_settings={"top_p": 0.5}, native_schema=True
+        openai, episode, tools=example_tools(), model_settings={"top_p": 0.5}, shape="structured"
     )
     kwargs = bound.kwargs  # type: ignore[attr-defined]
     assert kwargs["tool_choice"] == "none"
@@ -143,12 +143,46 @@ def test_replay_binding_for_the_real_provider_classes() -> None:
         episode,
         tools=None,  # unknown tools: Anthropic still needs definitions for tool_use blocks
         model_settings={"parallel_tool_calls": False},
-        native_schema=True,
+        shape="structured",
     )
     kwargs = bound.kwargs  # type: ignore[attr-defined]
     assert kwargs["tool_choice"] == {"type": "none"}
     assert [t["name"] for t in kwargs["tools"]] == ["run_tests"]
     assert kwargs["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_the_agent_shape_keeps_the_agents_tool_choice_and_adds_no_schema() -> None:
+    from langchain_anthropic import ChatAnthropic
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    from confessional.request import bind_replay, forces_tool_use
+
+    episode = extract_episode(_conversation(), tools=example_tools())
+    openai = ChatOpenAI(model="gpt-4.1", api_key=SecretStr("unused"))
+    bound = bind_replay(
+        openai, episode, tools=example_tools(), model_settings={"top_p": 0.5}, shape="agent"
+    )
+    kwargs = bound.kwargs  # type: ignore[attr-defined]
+    assert "tool_choice" not in kwargs  # the agent sent none: the provider's default
+    assert kwargs["top_p"] == 0.5
+    assert "extra_body" not in kwargs
+    assert "response_format" not in kwargs
+    anthropic = ChatAnthropic(model="claude-sonnet-4-6", api_key=SecretStr("unused"))  # type: ignore[call-arg]
+    bound = bind_replay(
+        anthropic,
+        episode,
+        tools=example_tools(),
+        model_settings={"tool_choice": "auto"},
+        shape="agent",
+    )
+    kwargs = bound.kwargs  # type: ignore[attr-defined]
+    assert kwargs["tool_choice"] == {"type": "auto"}
+    assert "output_config" not in kwargs
+    assert [forces_tool_use(c) for c in (None, "auto", {"type": "auto"}, "none")] == [False] * 4
+    assert [forces_tool_use(c) for c in ("any", "required", "run_tests", {"type": "tool"})] == [
+        True
+    ] * 4
 
 
 def test_invalid_tool_calls_are_replayed_as_text_and_other_messages_stay_the_same() -> None:

@@ -12,7 +12,14 @@ Every setting lives in one :class:`ConfessionOptions`. Surfaces live in
 
 from confessional.audit import Auditor, Check, default_checks, discrepancies
 from confessional.background import background_counts, flush_background, install_signal_handlers
-from confessional.confession import ACTIONS, Action, Confession, ConfessionStatus, Verdict
+from confessional.confession import (
+    ACTIONS,
+    Action,
+    Confession,
+    ConfessionStatus,
+    TokenUsage,
+    Verdict,
+)
 from confessional.confessor import Confessor, OutputMode
 from confessional.episode import (
     Episode,
@@ -94,6 +101,7 @@ __all__ = [
     "RequestRole",
     "ReviewOutcome",
     "Severity",
+    "TokenUsage",
     "ToolCallRecord",
     "ToolDefinition",
     "Verdict",

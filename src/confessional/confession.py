@@ -10,7 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from confessional.findings import Finding
 from confessional.schema import ConfessionReport
 
-__all__ = ["ACTIONS", "Action", "Confession", "ConfessionStatus", "Replay", "Verdict"]
+__all__ = [
+    "ACTIONS",
+    "Action",
+    "Confession",
+    "ConfessionStatus",
+    "Replay",
+    "TokenUsage",
+    "Verdict",
+]
 
 ConfessionStatus = Literal["ok", "error", "skipped"]
 """``ok``: a report was obtained; ``error``: the model failed, timed out or wrote no valid
@@ -34,6 +42,43 @@ Replay = Literal["exact", "without_tools"]
 """How the agent's request was replayed: ``exact`` (its tools bound again, its messages
 as they were), or ``without_tools`` (the confessing model cannot bind tools: nothing is
 bound, and the episode's tool calls and results are written out as text)."""
+
+
+class TokenUsage(BaseModel):
+    """Tokens of the confession's own model calls (retries and samples included), as the
+    provider reported them in LangChain's ``usage_metadata``.
+
+    ``input_tokens`` includes the cached ones (``cache_read_input_tokens``, billed at the
+    provider's cached rate) and those written to the cache (``cache_creation_input_tokens``);
+    ``uncached_input_tokens`` is the rest, billed at the full input price.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    calls: int = 0
+    """Model calls that reported usage."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(
+            self.input_tokens - self.cache_read_input_tokens - self.cache_creation_input_tokens,
+            0,
+        )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cache_creation_input_tokens=(
+                self.cache_creation_input_tokens + other.cache_creation_input_tokens
+            ),
+        )
 
 
 class Confession(BaseModel):
@@ -71,6 +116,8 @@ class Confession(BaseModel):
     replay: Replay | None = None
     """How the agent's request was replayed (see :data:`Replay`); ``None`` when no model
     was called."""
+    usage: TokenUsage | None = None
+    """What the confession's model calls cost, when the model reported usage."""
 
     @property
     def violation(self) -> bool:

@@ -21,12 +21,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnablePassthrough
 from pydantic import SecretStr, ValidationError
+from typing_extensions import assert_never
 
 from confessional._aio import adrive, drive
 from confessional._callbacks import tracer_watching
 from confessional._scrub import scrub_error
 from confessional._timeouts import await_with_timeout, run_with_timeout
-from confessional.confession import Confession, Replay
+from confessional.confession import Confession, Replay, TokenUsage
 from confessional.episode import Episode, MessageLike, extract_episode
 from confessional.errors import ConfessionParseError, ConfigurationError
 from confessional.health import report_failure
@@ -34,11 +35,13 @@ from confessional.models import load_chat_model
 from confessional.parsing import parse_report, quoted_reports
 from confessional.request import (
     RequestRole,
+    RequestShape,
     RequestStyle,
     bind_replay,
     binds_tools,
     build_request,
     build_retry,
+    forces_tool_use,
     model_rejects_late_system,
     provider_of,
     reply_text,
@@ -51,26 +54,34 @@ from confessional.schema import FAILING_GRADE, UNREPORTED_LABELS, ConfessionRepo
 __all__ = ["Confessor", "OutputMode", "check_model", "model_name_of", "worst_report"]
 
 OutputMode = Literal["auto", "structured", "text"]
-"""How the report is requested. In every mode the agent's tools stay bound (tool choice
-"none"), so the request's prefix is the agent's own and its prompt cache hits.
+"""How the report is requested. Every mode replays the agent's tools and messages; they
+differ in what the providers key their prompt cache on, and so in what a confession costs.
 
-- ``structured``: the provider's native JSON-schema output next to the tools: OpenAI
-  ``response_format`` (chat completions; ``text.format`` on the Responses API, which
-  langchain-openai maps), Anthropic ``output_config.format``. Other model classes use
-  ``with_structured_output`` (tool calling), which cannot keep the agent's tools.
-- ``text``: the request asks for JSON in its text, and the reply is parsed robustly.
-- ``auto`` (default): ``structured`` for OpenAI chat completions, the OpenAI Responses
-  API, OpenAI-compatible servers reached through ``ChatOpenAI`` (vLLM, llama.cpp, Ollama
-  accept ``json_schema``) and Anthropic, because their native schema coexists with the
-  bound tools; ``text`` for every other class, because its structured output would
-  replace the tools. Any failure of the structured call (an HTTP error for the schema, a
-  validation error inside the SDK) falls back to the same request in text; a reply
-  without a usable report (parse error, cut off at the length limit, off-schema label,
-  refusal) gets one bounded retry that shows the error.
+- ``auto`` (default): billed at the cached rate. The request keeps the agent's tool choice
+  and adds no output schema, so everything the providers key their cache on is the
+  agent's (OpenAI: the longest identical prefix, a response schema placed before the
+  system message; Anthropic: tools, then system, then messages, the messages' cache
+  dropped when ``tool_choice`` or thinking settings change). The report is asked for in
+  the request's text. A reply that calls a tool or holds no usable report gets the
+  bounded retry with tool choice "none" and, for OpenAI and Anthropic, the native schema;
+  that one call is billed uncached. An agent's tool choice that forces a tool call cannot
+  be kept: its confession starts as the retry would.
+- ``structured``: the provider's native JSON schema next to the tools, tool choice
+  "none", from the first call: OpenAI ``response_format`` (chat completions; ``text.format``
+  on the Responses API, which langchain-openai maps; OpenAI-compatible servers such as
+  vLLM, llama.cpp and Ollama accept ``json_schema``), Anthropic ``output_config.format``.
+  Other model classes use ``with_structured_output`` (tool calling), which cannot keep the
+  agent's tools. Cost: the whole request is billed uncached on both APIs (the schema
+  changes OpenAI's prefix; the tool choice drops Anthropic's cached messages, keeping only
+  tools and system). A failed structured call (an HTTP error for the schema) falls back to
+  the same request in text.
+- ``text``: tool choice "none", JSON asked for in the text. Cost: on Anthropic only the
+  tools and system are cached (the changed tool choice drops the messages); on OpenAI the
+  prefix is kept.
 
-Note: OpenAI places a response-format schema before the system message on its side, so a
-``structured`` confession shares the agent's cached tools and messages on the wire but
-may miss the provider's cache; ``text`` keeps it whole.
+In every mode a reply without a usable report (parse error, cut off at the length limit,
+off-schema label, refusal, a tool call) gets at most ``parse_retries`` retries that show
+the error.
 """
 
 logger = logging.getLogger("confessional.confessor")
@@ -190,6 +201,44 @@ def _cut_off(reply: Any) -> bool:
     return bool({metadata.get("finish_reason"), metadata.get("stop_reason")} & _LENGTH_FINISH)
 
 
+def _called_tools(reply: Any) -> list[str]:
+    """Names of the tools a reply called instead of answering (the report's own tool, which
+    ``with_structured_output`` uses, is an answer)."""
+    message = _reply_message(reply)
+    if not isinstance(message, AIMessage):
+        return []
+    return [
+        call["name"] for call in message.tool_calls if call["name"] != ConfessionReport.__name__
+    ]
+
+
+def _usage_of(reply: Any) -> TokenUsage | None:
+    message = _reply_message(reply)
+    usage = message.usage_metadata if isinstance(message, AIMessage) else None
+    if not usage:
+        return None
+    details = usage.get("input_token_details") or {}
+    return TokenUsage(
+        calls=1,
+        input_tokens=usage.get("input_tokens", 0),
+        output_tokens=usage.get("output_tokens", 0),
+        cache_read_input_tokens=details.get("cache_read") or 0,
+        cache_creation_input_tokens=details.get("cache_creation") or 0,
+    )
+
+
+class _Meter:
+    """The usage of one confession's calls, added up as the replies arrive."""
+
+    def __init__(self) -> None:
+        self.total: TokenUsage | None = None
+
+    def add(self, reply: Any) -> None:
+        usage = _usage_of(reply)
+        if usage is not None:
+            self.total = usage if self.total is None else self.total + usage
+
+
 def _describe(exc: BaseException) -> tuple[str, str]:
     """``error`` and ``error_type`` of a failed confession, the error bounded and scrubbed."""
     if isinstance(exc, ConfessionParseError):
@@ -223,6 +272,7 @@ class _Job:
     traced: bool
     """Whether a LangChain tracer watches the run (see :mod:`confessional._callbacks`)."""
     replay: Replay
+    meter: _Meter
 
 
 _told_without_tools: set[type] = set()
@@ -421,6 +471,7 @@ class Confessor:
             started=started,
             traced=tracer_watching(config),
             replay=_replay_for(chat),
+            meter=_Meter(),
         )
 
     def _result(self, job: _Job, report: ConfessionReport) -> Confession:
@@ -431,6 +482,7 @@ class Confessor:
             model_name=model_name_of(job.chat),
             duration_s=time.perf_counter() - job.started,
             replay=job.replay,
+            usage=job.meter.total,
         )
 
     @staticmethod
@@ -440,6 +492,7 @@ class Confessor:
         started: float,
         exc: BaseException,
         replay: Replay | None = None,
+        usage: TokenUsage | None = None,
     ) -> Confession:
         error, error_type = _describe(exc)
         return _reported(
@@ -451,16 +504,30 @@ class Confessor:
                 model_name=model_name_of(chat),
                 duration_s=time.perf_counter() - started,
                 replay=replay,
+                usage=usage,
             )
         )
 
-    def _structured_first(self, chat: BaseChatModel) -> bool:
-        if self.output_mode == "auto":
-            return provider_of(chat) != "other"
-        return self.output_mode == "structured"
+    def _strict_shape(self, chat: BaseChatModel) -> RequestShape:
+        """Tool choice "none", with the native schema where the provider has one that
+        coexists with the tools: the shape that leaves the model no way around the report."""
+        return "structured" if provider_of(chat) != "other" else "text"
 
-    def _runnable(self, job: _Job, *, structured: bool, sample: int = 0) -> Runnable[Any, Any]:
-        if structured and provider_of(job.chat) == "other":
+    def _first_shape(self, job: _Job) -> RequestShape:
+        match self.output_mode:
+            case "auto":
+                if forces_tool_use(job.model_settings.get("tool_choice")):
+                    return self._strict_shape(job.chat)
+                return "agent"
+            case "structured":
+                return "structured"
+            case "text":
+                return "text"
+            case unreachable:
+                assert_never(unreachable)
+
+    def _runnable(self, job: _Job, shape: RequestShape, sample: int = 0) -> Runnable[Any, Any]:
+        if shape == "structured" and provider_of(job.chat) == "other":
             # No native schema known to coexist with tools: the model's own structured
             # output (explicit "structured" mode only; "auto" asks in text instead).
             return job.chat.with_structured_output(ConfessionReport, include_raw=True)
@@ -469,11 +536,7 @@ class Confessor:
         if seed is not None:
             settings["seed"] = seed
         bound = bind_replay(
-            job.chat,
-            job.episode,
-            tools=job.tools,
-            model_settings=settings,
-            native_schema=structured,
+            job.chat, job.episode, tools=job.tools, model_settings=settings, shape=shape
         )
         # A chain run named "confession" around the model call, so tracers that name
         # spans after the model class still show which call is the confession. Without a
@@ -486,10 +549,11 @@ class Confessor:
         """Yields the calls to make and receives each reply (or has the call's exception
         thrown in); returns the report or raises why there is none.
 
-        Order: the structured call; in ``auto``, a failed structured call is replaced by
-        the same request in text (once); an unusable reply is retried with the error and
-        a bounded excerpt shown, at most ``parse_retries`` times. Every request is built
-        within ``token_budget``.
+        Order: the first call in the mode's shape (:meth:`_first_shape`); a failed
+        structured call is replaced by the same request in text (once, except in explicit
+        ``structured`` mode); an unusable reply is retried with the error and a bounded
+        excerpt shown, at most ``parse_retries`` times, in ``auto`` with tool choice
+        "none" and the native schema. Every request is built within ``token_budget``.
         """
         episode = job.episode
         quoted = quoted_reports(episode.messages)
@@ -502,28 +566,32 @@ class Confessor:
             reserved_tokens=reserved,
             style=self.request_style,
         )
-        structured = self._structured_first(job.chat)
-        runnable = self._runnable(job, structured=structured, sample=sample)
+        shape = self._first_shape(job)
         messages, retries_left = request, self.parse_retries
         while True:
             try:
-                reply = yield _Call(runnable, messages)
+                reply = yield _Call(self._runnable(job, shape, sample), messages)
             except Exception as exc:
-                fallback = self.output_mode == "auto" and structured
-                if fallback:
-                    structured = False
-                    runnable = self._runnable(job, structured=False, sample=sample)
-                if not _is_reply_error(exc):
-                    if fallback:
+                if shape == "structured" and self.output_mode != "structured":
+                    shape = "text"
+                    if not _is_reply_error(exc):
                         continue  # the same request, asking in text
+                if not _is_reply_error(exc):
                     raise
                 failure: Exception = exc
                 error, previous = scrub_error(f"{type(exc).__name__}: {exc}"), ""
             else:
+                job.meter.add(reply)
                 try:
                     return parse_report(_reply_message(reply), quoted=quoted)
                 except ConfessionParseError as exc:
                     failure, error, previous = exc, str(exc), reply_text(reply)
+                called = _called_tools(reply)
+                if called:
+                    error = (
+                        f"your reply called the tool {called[0]!r} instead of answering; no "
+                        f"tool can be called now ({error})"
+                    )
                 if _cut_off(reply):
                     error = (
                         f"your reply was cut off at the output limit; write it shorter ({error})"
@@ -531,6 +599,8 @@ class Confessor:
             if retries_left == 0:
                 raise failure
             retries_left -= 1
+            if self.output_mode == "auto":
+                shape = self._strict_shape(job.chat)  # this call is billed uncached
             messages = build_retry(
                 episode,
                 request[-1],
@@ -634,4 +704,6 @@ class Confessor:
         if reports:
             return self._result(job, worst_report(reports))
         assert failure is not None  # the first sample always runs
-        return self._failed(job.episode, job.chat, job.started, failure, job.replay)
+        return self._failed(
+            job.episode, job.chat, job.started, failure, job.replay, job.meter.total
+        )

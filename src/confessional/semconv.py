@@ -49,6 +49,8 @@ __all__ = [
     "CONFESSION_SHORTCUT_COUNT",
     "CONFESSION_STATUS",
     "CONFESSION_UNCERTAINTY_COUNT",
+    "CONFESSION_USAGE_CALLS",
+    "CONFESSION_USAGE_UNCACHED_INPUT_TOKENS",
     "CONFESSION_VERDICT",
     "ERROR_TYPE",
     "ERROR_TYPE_FALLBACK",
@@ -64,6 +66,10 @@ __all__ = [
     "GEN_AI_EVALUATION_SCORE_VALUE",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS",
+    "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
     "INPUT_MIME_TYPE",
     "INPUT_VALUE",
     "LANGCHAIN_RUN_NAME",
@@ -113,6 +119,13 @@ OPERATION_CONFESSION: Final = "confession"
 """Custom operation value: the conventions define no evaluation operation."""
 GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+"""Input tokens of the confession's model calls, cached ones included (as the conventions
+define it); the uncached rest is ``CONFESSION_USAGE_UNCACHED_INPUT_TOKENS``."""
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+"""Input tokens served from the provider's prompt cache (billed at the cached rate)."""
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 ERROR_TYPE: Final = "error.type"
 ERROR_TYPE_FALLBACK: Final = "confession_failed"
 """``error.type`` when the failure names no exception class (low cardinality by design)."""
@@ -159,6 +172,10 @@ CONFESSION_STATUS: Final = "confession.status"
 """``ok`` | ``error`` | ``skipped``."""
 CONFESSION_MODEL_NAME: Final = "confession.model_name"
 CONFESSION_DURATION_S: Final = "confession.duration_s"
+CONFESSION_USAGE_UNCACHED_INPUT_TOKENS: Final = "confession.usage.uncached_input_tokens"
+"""Input tokens of the confession's calls billed at the full input price."""
+CONFESSION_USAGE_CALLS: Final = "confession.usage.calls"
+"""Model calls the usage figures add up (retries and samples included)."""
 CONFESSION_OBJECTIVE_COUNT: Final = "confession.objective_count"
 CONFESSION_OBJECTIVE_PREFIX: Final = "confession.objectives."
 CONFESSION_SHORTCUT_COUNT: Final = "confession.shortcut_count"

@@ -750,6 +750,16 @@ class ConfessionSpan:
             attributes[semconv.GEN_AI_AGENT_NAME] = t.bound(agent_name)
         if confession.replay is not None:
             attributes[semconv.CONFESSION_REPLAY] = confession.replay
+        if confession.usage is not None:
+            usage = confession.usage
+            attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_input_tokens
+            attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = (
+                usage.cache_creation_input_tokens
+            )
+            attributes[semconv.CONFESSION_USAGE_UNCACHED_INPUT_TOKENS] = usage.uncached_input_tokens
+            attributes[semconv.CONFESSION_USAGE_CALLS] = usage.calls
         if confession.model_name:
             attributes[semconv.GEN_AI_REQUEST_MODEL] = t.bound(confession.model_name)
             attributes[semconv.CONFESSION_MODEL_NAME] = t.bound(confession.model_name)

@@ -30,6 +30,7 @@ from typing import Any
 from anthropic.types import message_create_params
 from anthropic.types.beta import message_create_params as beta_message_create_params
 
+from .caching import CacheUse
 from .replies import HttpError, Reply, signature_is_valid
 from .schema_rules import anthropic_output_schema_problem
 from .wire import ApiRejection, Rendered, estimate_tokens, json_response, random_id, sse_event
@@ -284,16 +285,20 @@ def _content(reply: Reply) -> list[dict[str, Any]]:
     return blocks
 
 
-def _usage(reply: Reply, request_size: int, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+def _usage(reply: Reply, use: CacheUse, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    total = reply.usage.input_tokens or max(1, use.input_tokens)
+    read, written = use.read, use.written
+    if reply.usage.cached_input_tokens is not None:
+        read, written = reply.usage.cached_input_tokens, 0
     return {
-        "input_tokens": reply.usage.input_tokens or max(1, request_size // 4),
+        "input_tokens": max(total - read - written, 0),
         "output_tokens": reply.usage.output_tokens or estimate_tokens(json.dumps(blocks)),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": reply.usage.cached_input_tokens,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
     }
 
 
-def render(reply: Reply, body: dict[str, Any], request_size: int) -> Rendered:
+def render(reply: Reply, body: dict[str, Any], use: CacheUse) -> Rendered:
     """The message for ``reply``: one JSON object, or SSE events if ``stream`` is set."""
     blocks = _content(reply)
     message = {
@@ -304,7 +309,7 @@ def render(reply: Reply, body: dict[str, Any], request_size: int) -> Rendered:
         "content": blocks,
         "stop_reason": _stop_reason(reply),
         "stop_sequence": None,
-        "usage": _usage(reply, request_size, blocks),
+        "usage": _usage(reply, use, blocks),
     }
     if body.get("stream") is True:
         events = tuple(_stream_events(message))

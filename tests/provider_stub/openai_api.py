@@ -36,6 +36,7 @@ from typing import Any
 
 from openai.types.chat import completion_create_params
 
+from .caching import CacheUse
 from .replies import HttpError, Reply
 from .schema_rules import openai_strict_problem
 from .wire import ApiRejection, Rendered, estimate_tokens, json_response, random_id, sse_event
@@ -379,17 +380,19 @@ def http_error_response(error: HttpError) -> Rendered:
     return Rendered(rendered.status, rendered.chunks, headers=dict(error.headers))
 
 
-def _usage(reply: Reply, request_size: int) -> dict[str, Any]:
+def _usage(reply: Reply, use: CacheUse) -> dict[str, Any]:
     produced = (reply.content or "") + (reply.refusal_text or "")
     produced += "".join(call.name + call.arguments_json() for call in reply.calls)
-    prompt = reply.usage.input_tokens or max(1, request_size // 4)
+    prompt = reply.usage.input_tokens or max(1, use.input_tokens)
     completion = reply.usage.output_tokens or estimate_tokens(produced)
+    cached = reply.usage.cached_input_tokens
+    cached = min(use.read, prompt) if cached is None else cached
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {
-            "cached_tokens": reply.usage.cached_input_tokens,
+            "cached_tokens": cached,
             "audio_tokens": 0,
         },
         "completion_tokens_details": {
@@ -411,13 +414,13 @@ def _call_ids(reply: Reply) -> list[str]:
     return [call.id or random_id("call_", 24) for call in reply.calls]
 
 
-def render(reply: Reply, body: dict[str, Any], request_size: int) -> Rendered:
+def render(reply: Reply, body: dict[str, Any], use: CacheUse) -> Rendered:
     """The chat completion for ``reply``: one JSON object, or SSE chunks if ``stream`` is set."""
     completion_id = random_id("chatcmpl-", 29)
     created = int(time.time())
     model = body["model"]
     if body.get("stream") is True:
-        chunks = tuple(_stream_chunks(reply, body, request_size, completion_id, created))
+        chunks = tuple(_stream_chunks(reply, body, use, completion_id, created))
         return Rendered(200, chunks, "text/event-stream; charset=utf-8", streamed=True)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -449,7 +452,7 @@ def render(reply: Reply, body: dict[str, Any], request_size: int) -> Rendered:
                     "finish_reason": _finish_reason(reply),
                 }
             ],
-            "usage": _usage(reply, request_size),
+            "usage": _usage(reply, use),
             "service_tier": "default",
             "system_fingerprint": "fp_provider_stub",
         },
@@ -462,7 +465,7 @@ def _pieces(text: str) -> Iterator[str]:
 
 
 def _stream_chunks(
-    reply: Reply, body: dict[str, Any], request_size: int, completion_id: str, created: int
+    reply: Reply, body: dict[str, Any], use: CacheUse, completion_id: str, created: int
 ) -> Iterator[bytes]:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -515,7 +518,7 @@ def _stream_chunks(
                 "service_tier": "default",
                 "system_fingerprint": "fp_provider_stub",
                 "choices": [],
-                "usage": _usage(reply, request_size),
+                "usage": _usage(reply, use),
             }
         )
     yield b"data: [DONE]\n\n"

@@ -70,11 +70,12 @@ class Thinking:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts to report; None fields are estimated from the request and reply sizes."""
+    """Token counts to report; None fields are estimated from the request and reply sizes,
+    and the cached ones from the provider's cache rules (``caching``)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cached_input_tokens: int = 0
+    cached_input_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import anthropic_api, openai_api
+from .caching import CacheUse, PromptCache
 from .replies import ApiName, Reply, Responder, ScriptError
 from .wire import ApiRejection, Rendered
 
@@ -52,6 +53,8 @@ class ProviderStub:
         self.responder: Responder = responder or _no_script
         self.exchanges: list[Exchange] = []
         self.script_errors: list[BaseException] = []
+        self.cache = PromptCache()
+        """What the APIs would have cached from this stub's requests (see ``caching``)."""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -117,18 +120,19 @@ class ProviderStub:
             self.script_errors.append(exc)
             self._record(Exchange(api, path, headers, raw, 500, f"script: {exc}"))
             return Rendered(500, (b'{"error": "the test script raised"}',))
-        rendered = _render(module, reply, body, len(raw))
+        use = self.cache.openai(body) if api == "openai" else self.cache.anthropic(body)
+        rendered = _render(module, reply, body, use)
         self._record(Exchange(api, path, headers, raw, rendered.status))
         return rendered
 
 
-def _render(module: ModuleType, reply: Reply, body: dict[str, Any], size: int) -> Rendered:
+def _render(module: ModuleType, reply: Reply, body: dict[str, Any], use: CacheUse) -> Rendered:
     if reply.raw is not None:
         raw = reply.raw
         return Rendered(raw.status, (raw.body,), raw.content_type, dict(raw.headers))
     if reply.error is not None:
         return module.http_error_response(reply.error)  # type: ignore[no-any-return]
-    return module.render(reply, body, size)  # type: ignore[no-any-return]
+    return module.render(reply, body, use)  # type: ignore[no-any-return]
 
 
 def _no_script(api: ApiName, body: dict[str, Any]) -> Reply:

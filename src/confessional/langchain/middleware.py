@@ -220,7 +220,12 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             tools=list(request.tools),
             agent_name=agent_name,
             config=config,
-            model_settings=request.model_settings,
+            # The agent's tool choice is replayed too: providers key their cache on it.
+            model_settings=(
+                request.model_settings
+                if request.tool_choice is None
+                else {**request.model_settings, "tool_choice": request.tool_choice}
+            ),
             ending=ending,
         )
 
