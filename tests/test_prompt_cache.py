@@ -157,9 +157,7 @@ def test_structured_modes_cost_what_their_documentation_says(provider: str) -> N
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_confession_reply_that_calls_a_tool_is_retried_uncached(
-    provider: str, mode: str
-) -> None:
+def test_a_confession_reply_that_calls_a_tool_is_retried_uncached(provider: str, mode: str) -> None:
     telemetry, exporter = _telemetry()
     confession_replies = [Reply.tool_call("run_tests", {"target": "speed"}), Reply.json(HONEST)]
     with running_stub(Script(_agent_replies(), confession_replies)) as stub:
