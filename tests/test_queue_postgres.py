@@ -364,6 +364,25 @@ def test_heartbeat_keeps_a_job_longer_than_its_lease(url: str, tmp_path: Path) -
     assert_exactly_once(url, out, 2)
 
 
+def test_an_idle_worker_is_woken_by_the_commit_not_its_poll(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "confessions.jsonl"
+    # A poll far longer than the deadline: only the queue's notification can wake it.
+    worker = start_worker(url, out, "--concurrency", "2", "--poll", "600")
+    try:
+        assert worker.stdout is not None
+        assert "SIGTERM stops it" in worker.stdout.readline()  # started, and listening
+        agent = start_agent(url, "woken", 3, out)
+        try:
+            assert enqueued(agent) == 3
+            wait_for("3 done", lambda: counts(url)["done"] == 3, timeout=30)
+        finally:
+            kill(agent)
+    finally:
+        kill(worker, signal.SIGTERM)
+    assert worker.returncode == 0
+    assert_exactly_once(url, out, 3)
+
+
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
 def test_middleware_commits_the_episode_before_the_call_returns(url: str, mode: str) -> None:
     import asyncio

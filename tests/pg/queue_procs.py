@@ -4,6 +4,10 @@
   COUNT episodes (requests ``task NAME-i``, or ``poison NAME-i`` when NAME starts with
   ``poison``), prints ``{"enqueued": COUNT}`` once every submit returned, then waits on
   stdin until it is killed.
+- ``confess COUNT CONCURRENCY``: the floor of the throughput benchmark. What a worker
+  process does with COUNT jobs, CONCURRENCY at a time, without the queue: the same
+  executor on the same records, handed out in memory. Prints ``ready`` once warmed up,
+  waits for ``go`` on stdin, confesses, prints ``{"done": COUNT}``.
 - :func:`worker_options`: what ``confessional worker --options
   tests.pg.queue_procs:worker_options`` confesses with, from the environment:
   ``QUEUE_TEST_OUT`` (the JSONL sink), ``QUEUE_TEST_DELAY_S`` (the confessing model's
@@ -19,6 +23,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -27,6 +32,7 @@ from langchain_core.outputs import ChatResult
 
 from confessional import ConfessionOptions, JsonlSink
 from confessional.pipeline import ConfessionPipeline
+from confessional.spool import episode_record
 from confessional.testing import (
     ScriptedChatModel,
     admitting_confessor,
@@ -104,8 +110,45 @@ def agent(url: str, name: str, count: int, in_process: bool) -> None:
     sys.stdin.readline()  # until the test kills us, or closes stdin
 
 
+def record(index: int) -> dict[str, Any]:
+    """The spool record of one benchmark episode (what the queue's payload holds)."""
+    extracted = ConfessionPipeline().episode(episode(f"task bench-{index}"))
+    assert extracted is not None
+    return episode_record(extracted, reason="queued")
+
+
+def confess(count: int, concurrency: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confessional.queue import ClaimedJob
+    from confessional.queue._deliver import JobExecutor, worker_pipeline
+
+    executor = JobExecutor(worker_pipeline(worker_options()))
+    executor.warm_up()
+    jobs = [
+        ClaimedJob(
+            id=index,
+            confession_id=uuid.uuid4().hex,
+            payload=record(index),
+            attempt=1,
+            wait_s=0.0,
+            worker="floor",
+        )
+        for index in range(count)
+    ]
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("confess: expected 'go'")
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(executor, jobs))
+    print(json.dumps({"done": count}), flush=True)
+
+
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
-    if command != "agent":
+    if command == "agent":
+        agent(rest[0], rest[1], int(rest[2]), "--in-process" in rest)
+    elif command == "confess":
+        confess(int(rest[0]), int(rest[1]))
+    else:
         raise SystemExit(f"unknown command {command!r}")
-    agent(rest[0], rest[1], int(rest[2]), "--in-process" in rest)

@@ -67,7 +67,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=0.5,
         metavar="SECONDS",
-        help="wait between claims while the queue is empty (default 0.5)",
+        help="wait between claims while the queue is empty (default 0.5); an idle worker "
+        "is woken sooner by the queue's notification when a job is committed",
     )
     parser.set_defaults(run=run)
 
@@ -96,9 +97,11 @@ def run(args: argparse.Namespace, out: Printer) -> int:
         raise ConfigurationError("--grace must be >= 0 and --poll > 0")
     store = QueueStore(url)
     migrate(store)
+    executor = JobExecutor(worker_pipeline(options))
+    executor.warm_up()  # before the first claim, not during the first jobs
     worker = QueueWorker(
         store,
-        JobExecutor(worker_pipeline(options)),
+        executor,
         concurrency=concurrency,
         lease_s=options.queue_lease_s,
         max_attempts=options.queue_max_attempts,

@@ -117,6 +117,18 @@ class JobExecutor:
         self.pipeline = pipeline
         self._local = local
 
+    def warm_up(self) -> None:
+        """Pay a confession's one-off costs now, before the first claim: the modules a
+        confession imports on first use (LangChain's agents package, for the metadata that
+        hides the call from the agent's stream; OpenInference's span lookup, when
+        installed) cost about 0.4 s of CPU, which a new worker's first jobs, four at once,
+        would otherwise wait for. Nothing is called or recorded."""
+        from confessional.confessor import _call_config
+        from confessional.telemetry import resolve_parent_span
+
+        _call_config(None)
+        resolve_parent_span()
+
     def __call__(self, job: ClaimedJob) -> Confession:
         call = self._local.pop(job.confession_id) if self._local is not None else None
         if call is None:
@@ -162,6 +174,9 @@ class _Producer:
                 # Without a confessing model of its own, this process can only confess
                 # the episodes it holds the agent's model for: its own.
                 producer=None if options.has_model else self.name,
+                # Its own enqueues wake it directly; others' only matter when it may
+                # claim them.
+                listen=options.has_model,
             )
             self.worker.start()
             install_signal_handlers(quiet=True)

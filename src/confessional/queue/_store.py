@@ -33,10 +33,12 @@ from typing import Any, Final
 from confessional.errors import ConfessionalError, require_extra
 
 __all__ = [
+    "CHANNEL",
     "MAX_BACKOFF_S",
     "SCHEMA_VERSION",
     "ClaimedJob",
     "DeadLetter",
+    "QueueListener",
     "QueueSchemaError",
     "QueueStatus",
     "QueueStore",
@@ -52,6 +54,11 @@ ERROR_LIMIT: Final = 2000
 CONNECT_TIMEOUT_S: Final = 5
 """Connection timeout when the URL sets none (``connect_timeout``): an unreachable
 database then fails an enqueue in seconds (the episode is kept in memory instead)."""
+
+CHANNEL: Final = "confessional_queue"
+"""The ``LISTEN``/``NOTIFY`` channel: a notification is sent (at commit) whenever a job
+becomes ready now (enqueued, given back, retried by an operator), so idle workers claim
+at once instead of at their next poll."""
 
 # pg_advisory_xact_lock key for migrations: the bytes "confqueu" as a signed 64-bit integer.
 _MIGRATION_LOCK: Final = int.from_bytes(b"confqueu", "big", signed=True)
@@ -236,11 +243,17 @@ class QueueStore:
 
         with self._connection() as conn:
             cursor = conn.execute(
-                "INSERT INTO confessional_queue (confession_id, payload, producer) "
-                "VALUES (%s, %s, %s) ON CONFLICT (confession_id) DO NOTHING",
-                (confession_id, Jsonb(dict(payload)), producer),
+                # One statement, one commit: the notification goes out with the job.
+                "WITH job AS (INSERT INTO confessional_queue (confession_id, payload, producer) "
+                "VALUES (%s, %s, %s) ON CONFLICT (confession_id) DO NOTHING RETURNING id) "
+                "SELECT pg_notify(%s, '') FROM job",
+                (confession_id, Jsonb(dict(payload)), producer, CHANNEL),
             )
             return bool(cursor.rowcount)
+
+    def listener(self) -> QueueListener:
+        """A connection of its own that waits for the queue's notifications."""
+        return QueueListener(self.url)
 
     # -- worker ---------------------------------------------------------------------
 
@@ -326,13 +339,16 @@ class QueueStore:
         return self._fenced(
             job,
             "state = 'pending', attempts = attempts - 1, available_at = now(), leased_until = NULL",
+            notify=True,
         )
 
-    def _fenced(self, job: ClaimedJob, assignments: str) -> bool:
+    def _fenced(self, job: ClaimedJob, assignments: str, *, notify: bool = False) -> bool:
+        notifying = f", pg_notify('{CHANNEL}', '')" if notify else ""
         with self._connection(durable=False) as conn:
             cursor = conn.execute(
-                f"UPDATE confessional_queue SET {assignments} "
-                "WHERE id = %s AND worker = %s AND attempts = %s AND state = 'running'",
+                f"WITH job AS (UPDATE confessional_queue SET {assignments} "
+                "WHERE id = %s AND worker = %s AND attempts = %s AND state = 'running' "
+                f"RETURNING id) SELECT id{notifying} FROM job",
                 (job.id, job.worker, job.attempt),
             )
             return bool(cursor.rowcount)
@@ -382,13 +398,16 @@ class QueueStore:
     def retry(self, ids: Sequence[int] = ()) -> int:
         """Dead letters (all, or those in ``ids``) back to ``pending`` with fresh attempts."""
         only = "AND id = ANY(%s)" if ids else ""
-        with self._connection() as conn:
+        with self._connection() as conn, conn.transaction():
             cursor = conn.execute(
                 "UPDATE confessional_queue SET state = 'pending', attempts = 0, "
                 f"available_at = now(), finished_at = NULL WHERE state = 'dead' {only}",
                 (list(ids),) if ids else (),
             )
-            return int(cursor.rowcount)
+            retried = int(cursor.rowcount)
+            if retried:
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return retried
 
     def purge(self, *, dead: bool = False, older_than_s: float = 0.0) -> int:
         """Delete finished jobs (``done``, and ``dead`` too with ``dead``) finished more
@@ -401,3 +420,37 @@ class QueueStore:
                 (states, older_than_s),
             )
             return int(cursor.rowcount)
+
+
+class QueueListener:
+    """Waits for the queue's notifications (``LISTEN``) on a connection of its own.
+
+    Notifications are hints, never the only way work is found: a worker still polls, so a
+    lost notification (the connection dropped, a job whose backoff ran out) only delays a
+    job by one poll."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        timeout = int(conninfo_to_dict(url).get("connect_timeout") or CONNECT_TIMEOUT_S)
+        self._conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout)
+        try:
+            self._conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification arrives (``True``) or ``timeout`` seconds pass.
+        Notifications that arrived meanwhile are all taken at once."""
+        got = False
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            got = True
+        if got:  # drain the rest already buffered, without waiting
+            for _ in self._conn.notifies(timeout=0):
+                pass
+        return got
+
+    def close(self) -> None:
+        self._conn.close()

@@ -15,13 +15,18 @@ from collections.abc import Callable
 
 from confessional._timeouts import _block_shutdown_signals
 from confessional.health import report_failure
-from confessional.queue._store import ClaimedJob, QueueStore, worker_name
+from confessional.queue._store import ClaimedJob, QueueListener, QueueStore, worker_name
 
 __all__ = ["QueueWorker"]
 
 DEFAULT_POLL_S = 0.5
 """Wait between two claims when the queue is empty. A busy queue is claimed from
-back-to-back; this only sets how soon an idle worker notices new work."""
+back-to-back, and an idle worker is woken by the queue's notification as soon as a job is
+committed; polling only catches what sends none (a retry whose backoff ran out, a
+notification lost with its connection)."""
+RELISTEN_S = 5.0
+"""Wait before listening again after the notification connection failed (polling goes
+on meanwhile)."""
 
 
 class QueueWorker:
@@ -35,7 +40,9 @@ class QueueWorker:
         lease_s: lease per claim, renewed every third of it while the job runs.
         max_attempts: attempts before a job is dead-lettered.
         backoff_s: wait before the first retry, doubled each attempt.
-        poll_s: wait between claims while the queue is empty.
+        poll_s: wait between claims while the queue is empty (notifications wake an idle
+            worker sooner).
+        listen: wake on the queue's notifications (``LISTEN``, one more connection).
         producer: only claim jobs this producer enqueued (an agent's in-process workers
             that have no confessing model of their own).
     """
@@ -51,6 +58,7 @@ class QueueWorker:
         backoff_s: float,
         poll_s: float = DEFAULT_POLL_S,
         producer: str | None = None,
+        listen: bool = True,
     ) -> None:
         self.store = store
         self.name = worker_name()
@@ -62,9 +70,12 @@ class QueueWorker:
         self._backoff_s = backoff_s
         self._poll_s = poll_s
         self._producer = producer
+        self._listen = listen
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._wake = threading.Event()
+        # Wake-ups: a claim loop that found nothing waits for the generation to move on.
+        self._woken = threading.Condition()
+        self._generation = 0
         self._lock = threading.Lock()
         self._held: dict[int, ClaimedJob] = {}
         self._released: set[int] = set()
@@ -74,6 +85,10 @@ class QueueWorker:
         for index in range(self._concurrency):
             self._spawn(self._claim_loop, f"confessional-queue-{index}")
         self._spawn(self._heartbeat_loop, "confessional-queue-heartbeat")
+        if self._listen:
+            # Listening before start() returns: a job committed after it is heard.
+            listener = self._connect_listener()
+            self._spawn(lambda: self._listen_loop(listener), "confessional-queue-listen")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         def run() -> None:
@@ -85,8 +100,54 @@ class QueueWorker:
         self._threads.append(thread)
 
     def wake(self) -> None:
-        """New work was enqueued here: claim now instead of at the next poll."""
-        self._wake.set()
+        """New work was enqueued: claim now instead of at the next poll."""
+        with self._woken:
+            self._generation += 1
+            self._woken.notify_all()
+
+    def _wait_for_work(self, seen: int) -> None:
+        """Until :meth:`wake` is called after generation ``seen``, or one poll."""
+        with self._woken:
+            if self._generation == seen and not self._stopping.is_set():
+                self._woken.wait(self._poll_s)
+
+    def _connect_listener(self) -> QueueListener | None:
+        try:
+            return self.store.listener()
+        except Exception as exc:
+            report_failure(
+                "background",
+                "queue_unavailable",
+                f"the queue's notifications could not be listened to ({type(exc).__name__}); "
+                f"polling every {self._poll_s:g} s meanwhile",
+                exc_info=exc,
+            )
+            return None
+
+    def _listen_loop(self, listener: QueueListener | None) -> None:
+        while not self._stopping.is_set():
+            if listener is None:
+                if self._stopping.wait(RELISTEN_S):
+                    return
+                listener = self._connect_listener()
+                continue
+            try:
+                while not self._stopping.is_set():
+                    # Bounded, so that a stopping worker is noticed.
+                    if listener.wait(min(self._poll_s, 1.0)):
+                        self.wake()
+            except Exception as exc:
+                if not self._stopping.is_set():
+                    report_failure(
+                        "background",
+                        "queue_unavailable",
+                        f"the queue's notification connection failed ({type(exc).__name__}); "
+                        "listening again",
+                        exc_info=exc,
+                    )
+            finally:
+                listener.close()
+            listener = None
 
     @property
     def held(self) -> int:
@@ -99,6 +160,8 @@ class QueueWorker:
 
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
+            with self._woken:
+                seen = self._generation
             try:
                 job = self.store.claim(
                     worker=self.name, lease_s=self._lease_s, producer=self._producer
@@ -113,8 +176,7 @@ class QueueWorker:
                 self._stopping.wait(self._poll_s)
                 continue
             if job is None:
-                if self._wake.wait(self._poll_s):
-                    self._wake.clear()
+                self._wait_for_work(seen)
                 continue
             self._run(job)
 
@@ -216,11 +278,11 @@ class QueueWorker:
         """Stop claiming, wait up to ``timeout`` seconds for the jobs held, then give the
         rest back to the queue. Returns how many were given back."""
         self._stopping.set()
-        self._wake.set()
+        self.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            if thread.name.endswith("heartbeat"):
-                continue
+            if not thread.name[len("confessional-queue-") :].isdigit():
+                continue  # the heartbeat goes on while held jobs finish; the listener ends
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             held = list(self._held.values())
