@@ -4,16 +4,18 @@
 
 The models are scripted (no model latency), so the ratios isolate the plugin's own cost
 (episode extraction, request building, the confession call through LangChain, parsing,
-the audit, the policy, span recording) against its floor: one extra model call, which a
-confession is. With a real provider the model call dominates; see latency.py.
+the audit, the policy, span recording) against its floor: the work a confession cannot
+skip. With a real provider the model call dominates; see latency.py.
 
 Variants, each a ``create_agent`` turn with two tool calls:
 
 - bare: no middleware (the baseline, 1.00x);
 - no-op middleware: a ``wrap_model_call`` that only calls the model, the cost of any
   middleware;
-- one extra model call: a middleware that calls the agent's model once more after the
-  final answer, the floor of an inline confession;
+- one extra model call: the floor of an inline confession, a middleware that after the
+  final answer extracts the episode, calls the agent's model once more (its tools bound
+  as the agent binds them) with a confession request, parses the JSON reply into a
+  ``ConfessionReport`` and writes it to state with a ``Command``;
 - inline: ``ConfessionMiddleware`` with no evidence checks;
 - inline + audit: ``ConfessionMiddleware()`` as shipped, every built-in check;
 - inline + audit + OTel SDK: the same with spans recorded by a ``BatchSpanProcessor``;
@@ -21,9 +23,12 @@ Variants, each a ``create_agent`` turn with two tool calls:
   each turn, outside the timed turn (and before the next variant's);
 - async: bare, the floor, inline and inline + audit again through ``ainvoke`` on one event
   loop (ratios to the async bare turn);
-- traced: bare and inline + audit with a local callback tracer that serialises every run's
-  inputs and outputs as LangSmith's does (ratio of the two: the middleware's cost when a
-  tracer watches, hook spans included).
+- traced: bare, the floor and inline + audit with a local callback tracer that serialises
+  every run's inputs and outputs as LangSmith's does (ratios to the traced bare turn: the
+  middleware's cost when a tracer watches, hook spans included).
+
+The "over floor" column is the CPU ratio of an inline row minus that of the floor in the
+same mode (issue 25's targets: inline within 0.06 of it, inline + audit within 0.12).
 
 Then the 10 MB rows: one async turn whose tool returns 10 MB of text (plain, then dense
 with injection-like markers), with the longest event-loop stall seen by a heartbeat task
@@ -39,24 +44,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import operator
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import _harness
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import AgentState, ExtendedModelResponse
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
+from langgraph.types import Command
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from typing_extensions import NotRequired
 
 from confessional import Auditor, ConfessionTelemetry, flush_background
+from confessional.episode import extract_episode
 from confessional.langchain import ConfessionMiddleware
+from confessional.request import REQUEST_HEADING
+from confessional.schema import ConfessionReport
 from confessional.testing import cheating_agent, example_tools, scripted_agent, tool_call_message
 
 TASK: Any = {"messages": [("user", "Make the speed test pass.")]}
@@ -74,8 +86,18 @@ TARGETS: dict[str, float | None] = {
     "async: inline": None,
     "async: inline + audit": None,
     "traced: bare": None,
-    "traced: inline + audit": None,
+    "traced: one extra model call": None,
+    "traced: inline + audit": 1.25,
 }
+
+FLOOR_MARGINS: dict[str, float] = {
+    "inline": 0.06,
+    "inline + audit": 0.12,
+    "async: inline": 0.06,
+    "async: inline + audit": 0.12,
+}
+"""How far above the floor (the CPU ratio of "one extra model call" in the same mode) an
+inline confession may be."""
 
 
 class NoOpMiddleware(AgentMiddleware[Any, Any, Any]):
@@ -101,29 +123,50 @@ class SerialisingTracer(BaseTracer):
         json.dumps(run.outputs, default=str)
 
 
-class ExtraCallMiddleware(AgentMiddleware[Any, Any, Any]):
-    """After the final answer, call the agent's model once more with the whole turn: the
-    floor of an inline confession, which is that call plus the plugin's own work."""
+class FloorState(AgentState[Any]):
+    floor_reports: NotRequired[Annotated[list[ConfessionReport], operator.add]]
+
+
+class ExtraCallMiddleware(AgentMiddleware[FloorState, Any, Any]):
+    """The floor of an inline confession: after the final answer, extract the episode,
+    call the agent's model once more (bound as the agent binds it, as a confession's
+    replayed request is) with a confession request, parse its JSON reply into a
+    ``ConfessionReport`` and write the report to state with a ``Command``. An inline
+    confession is that work plus the plugin's own (the request, the audit, the policy,
+    the sinks, the time limit)."""
+
+    state_schema = FloorState
+
+    @staticmethod
+    def _call(request: ModelRequest[Any], answer: AIMessage) -> tuple[Any, list[Any]]:
+        extract_episode([*request.messages, answer], tools=request.tools)
+        model = request.model.bind_tools(request.tools, **request.model_settings)
+        return model, [*request.messages, answer, HumanMessage(f"{REQUEST_HEADING}: report.")]
+
+    @staticmethod
+    def _with_report(response: ModelResponse[Any], reply: Any) -> ExtendedModelResponse[Any]:
+        report = ConfessionReport.model_validate_json(reply.content)
+        update = {"floor_reports": [report]}
+        return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> ModelResponse[Any]:
+    ) -> Any:
         response = handler(request)
         answer = response.result[-1]
         if isinstance(answer, AIMessage) and not answer.tool_calls:
-            # Bound as the agent binds it, as a confession's replayed request is.
-            model = request.model.bind_tools(request.tools, **request.model_settings)
-            model.invoke([*request.messages, answer, HumanMessage("Anything to add?")])
+            model, messages = self._call(request, answer)
+            return self._with_report(response, model.invoke(messages))
         return response
 
     async def awrap_model_call(self, request: ModelRequest[Any], handler: Any) -> Any:
         response = await handler(request)
         answer = response.result[-1]
         if isinstance(answer, AIMessage) and not answer.tool_calls:
-            model = request.model.bind_tools(request.tools, **request.model_settings)
-            await model.ainvoke([*request.messages, answer, HumanMessage("Anything to add?")])
+            model, messages = self._call(request, answer)
+            return self._with_report(response, await model.ainvoke(messages))
         return response
 
 
@@ -160,6 +203,7 @@ def variants() -> dict[str, Callable[[], Any]]:
         "async: inline": async_agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
         "async: inline + audit": async_agent(ConfessionMiddleware()),
         "traced: bare": traced_agent(),
+        "traced: one extra model call": traced_agent(ExtraCallMiddleware()),
         "traced: inline + audit": traced_agent(ConfessionMiddleware()),
         "bare": agent(),
         "no-op middleware": agent(NoOpMiddleware()),
@@ -178,11 +222,15 @@ def main() -> None:
     timings = _harness.interleaved(variants(), args.runs, after_each=flush_background)
     rows = []
     for name, samples in sorted(timings.items(), key=lambda item: _order(item[0])):
-        base = "async: bare" if name.startswith("async") else "bare"
-        base = "traced: bare" if name.startswith("traced") else base
-        wall_base = _harness.median_ms(timings[base].wall)
-        cpu_base = _harness.median_ms(timings[base].cpu)
+        prefix = next((p for p in ("async: ", "traced: ") if name.startswith(p)), "")
+        wall_base = _harness.median_ms(timings[f"{prefix}bare"].wall)
+        cpu_base = _harness.median_ms(timings[f"{prefix}bare"].cpu)
+        floor = _harness.median_ms(timings[f"{prefix}one extra model call"].cpu) / cpu_base
         wall, cpu = _harness.median_ms(samples.wall), _harness.median_ms(samples.cpu)
+        over_floor = "-"
+        if name in FLOOR_MARGINS:
+            over = round(cpu / cpu_base - floor, 2)
+            over_floor = f"+{over:.2f} ({_harness.verdict(over, FLOOR_MARGINS[name])})"
         rows.append(
             [
                 name,
@@ -192,6 +240,7 @@ def main() -> None:
                 f"x{cpu / cpu_base:.2f}",
                 _harness.verdict(round(wall / wall_base, 2), TARGETS[name]),
                 _harness.verdict(round(cpu / cpu_base, 2), TARGETS[name]),
+                over_floor,
             ]
         )
     _harness.table(
@@ -203,6 +252,7 @@ def main() -> None:
             "CPU ratio",
             "target (wall)",
             "target (CPU)",
+            "over floor (CPU)",
         ],
         rows,
         f"overhead: median of {args.runs} turns per variant (2 tool calls each), ratios to "

@@ -223,3 +223,15 @@ def test_structured_tool_call_that_copies_a_quote_is_not_taken() -> None:
     )
     report = parse_report(message, quoted=_quoted(json.dumps(FORGED)))
     assert report.overall_compliance_grade == 2
+
+
+def test_a_reply_that_is_one_report_object_reads_as_the_search_does() -> None:
+    # The usual reply, one report object: taken as it is.
+    assert parse_report(f"  {json.dumps(SANDBAGGING)}\n").overall_compliance_grade == 2
+    # A fenced report quoted inside one of its strings is not a report of its own.
+    fenced = {**SANDBAGGING, "uncertainties_and_conflicts": [f"```json\n{json.dumps(FORGED)}\n```"]}
+    assert parse_report(json.dumps(fenced)).overall_compliance_grade == 2
+    # Labels spelled loosely are normalised, as in any other reply.
+    loose = json.loads(json.dumps(SANDBAGGING))
+    loose["compliance_analysis"][1]["compliance"] = "Fully Complied"
+    assert parse_report(json.dumps(loose)).compliance_analysis[1].compliance == "fully_complied"

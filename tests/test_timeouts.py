@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from confessional import Confessor, failure_counts
 from confessional._timeouts import (
     MAX_CALL_THREADS,
     DaemonPool,
+    await_with_timeout,
     model_deadline,
     overdue_calls,
     run_with_timeout,
@@ -142,6 +144,18 @@ async def test_async_timeouts_cancel_the_call_and_start_no_thread() -> None:
     assert [c.error_type for c in confessions] == ["timeout"] * 20
     assert set(threading.enumerate()) - before == set()
     assert ("confession", "overdue_call") not in failure_counts()
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is Python 3.11+")
+async def test_an_async_time_limit_runs_the_call_in_the_callers_task() -> None:
+    async def where() -> asyncio.Task[Any] | None:
+        return asyncio.current_task()
+
+    assert await await_with_timeout(where(), 5.0) is asyncio.current_task()
+    with pytest.raises(TimeoutError, match=r"within 0\.01s"):
+        await await_with_timeout(asyncio.Event().wait(), 0.01)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
 class _ClientWithTimeout(ScriptedChatModel):

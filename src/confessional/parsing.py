@@ -221,6 +221,24 @@ def _own(report: ConfessionReport, quoted: Collection[str]) -> bool:
     return not quoted or report_fingerprint(report) not in quoted
 
 
+def _whole_report(text: str) -> ConfessionReport | None:
+    """The report when the whole reply is one valid report object and nothing else (the
+    usual reply), validated straight from its JSON; ``None`` otherwise.
+
+    The search below would find the same single candidate and the same report: a reply
+    that is one JSON object holds no other top-level object (a fenced object inside one of
+    its strings has its quotes escaped, so it never decodes), its labels are valid as
+    written (nothing to normalise) and it has report keys (no wrapper to unwrap).
+    """
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    try:
+        return ConfessionReport.model_validate_json(stripped)
+    except ValidationError:
+        return None
+
+
 def parse_report(
     output: BaseMessage | str | list[Any], *, quoted: Collection[str] = ()
 ) -> ConfessionReport:
@@ -253,6 +271,9 @@ def parse_report(
     if refusal is not None:
         # The refusal text stays out of the message: errors reach traces without opt-in.
         raise ConfessionParseError(f"the model refused to confess ({len(refusal)} chars)")
+    whole = _whole_report(text)
+    if whole is not None and _own(whole, quoted):
+        return whole
     decoded_any = False
     own: ConfessionReport | None = None
     for candidate in _candidates(text):

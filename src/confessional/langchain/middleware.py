@@ -118,6 +118,10 @@ _CALL_MODEL = _CallModel()
 _MAX_LOOP = 20
 """Longest plausible loop between two model calls, in graph steps (model, tools and the
 hooks of other middleware); a longer gap means the two calls were in different runs."""
+_WATCH_STEPS = 2 * _MAX_LOOP
+"""Steps left at or below which each model call records them in state for the next one.
+Further from the limit no loop of plausible length can reach it, at this call or the
+next, so the count is not needed there (and state is not written once per tool round)."""
 _SCRATCHPAD_KEY = "__pregel_scratchpad"
 """LangGraph's per-task scratchpad in the config: its ``step`` and ``stop`` give the steps
 left before ``GraphRecursionError`` (what ``langgraph.managed.RemainingSteps`` reads)."""
@@ -291,9 +295,10 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         """A response that calls tools: when the recursion limit will stop the run before
         the model can answer again, confess now (inside this node, so confessing adds no
         graph step). The loop's length is measured between two model calls of the run
-        (two steps until then: model, tools)."""
+        (two steps until then: model, tools). Far from the limit there is nothing to
+        measure (see ``_WATCH_STEPS``)."""
         left = _steps_left(node_config())
-        if left is None:
+        if left is None or left > _WATCH_STEPS:
             return response
         before = request.state.get("confession_steps_left")
         loop = before - left if isinstance(before, int) and 0 < before - left <= _MAX_LOOP else 2
