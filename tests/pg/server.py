@@ -93,8 +93,12 @@ def _as_account(account: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
-def start(bindir: Path) -> PostgresServer:
-    """initdb on a fresh temporary directory and start the server on a Unix socket."""
+def start(bindir: Path, *, fsync: bool = False) -> PostgresServer:
+    """initdb on a fresh temporary directory and start the server on a Unix socket.
+
+    ``fsync=False`` (the tests): commits do not flush the WAL to disk. The benchmarks
+    pass ``True``, so a commit costs what it does in production. (A command-line setting
+    outranks ``ALTER SYSTEM``, so it must be chosen here.)"""
     account = _server_account()
     # Not under pytest's tmp_path: that is mode 0700 for root, which the account cannot enter.
     root = Path(tempfile.mkdtemp(prefix="confessional-pg-"))
@@ -134,7 +138,7 @@ def start(bindir: Path) -> PostgresServer:
                 "-c",
                 "listen_addresses=",
                 "-c",
-                "fsync=off",
+                f"fsync={'on' if fsync else 'off'}",
                 "-c",
                 "max_connections=100",
             ],
@@ -168,15 +172,16 @@ def _wait_ready(server: PostgresServer, bindir: Path, log: Path) -> None:
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """A server for the duration of the block (tests: a session fixture)."""
+def running_postgres(*, fsync: bool = False) -> Iterator[PostgresServer]:
+    """A server for the duration of the block (tests: a session fixture); ``fsync`` as
+    in :func:`start`."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError(
             "no PostgreSQL server binaries found: run .ci/install-postgres "
             "(or set CONFESSIONAL_PG_BINDIR)"
         )
-    server = start(bindir)
+    server = start(bindir, fsync=fsync)
     try:
         yield server
     finally:
