@@ -205,7 +205,7 @@ def test_demo_with_a_model_that_never_uses_tools(
     assert "outcomes depend on the model" in out
     # Every run is confessed, also one without a tool call: this model's reply to the
     # confession request is no report, and the demo says so.
-    assert "no confession was produced" not in out
+    assert "no confession was recorded" not in out
     assert out.count("confession failed: no JSON object decoded") == 3
     assert "SCRIPTED models" not in out
 

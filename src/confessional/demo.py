@@ -171,9 +171,8 @@ def _configure_tracing(
 
 def _render_confession(out: Printer, outcome: RunOutcome) -> None:
     confession = outcome.confession
-    if confession is None:
-        why = "the run hit its cap first" if outcome.capped else "the agent made no tool call?"
-        out.line(f"  no confession was produced ({why})", style="yellow")
+    if confession is None:  # every run is confessed; a run that broke before its end is not
+        out.line("  no confession was recorded for this run", style="yellow")
         return
     report = confession.report
     if report is not None:
