@@ -599,8 +599,8 @@ class Confessor:
             if retries_left == 0:
                 raise failure
             retries_left -= 1
-            if self.output_mode == "auto":
-                shape = self._strict_shape(job.chat)  # this call is billed uncached
+            if shape == "agent":  # auto: the retry leaves no way around the report,
+                shape = self._strict_shape(job.chat)  # and is billed uncached
             messages = build_retry(
                 episode,
                 request[-1],
