@@ -774,3 +774,23 @@ def test_a_halted_run_marks_its_agent_span_with_an_error_status(
 def test_span_event_placement_is_validated() -> None:
     with pytest.raises(ConfigurationError, match=r"span_event='agents' is not valid.*'agent'"):
         ConfessionTelemetry(span_event="agents")  # type: ignore[arg-type]
+
+
+def test_evaluation_records_reach_a_logs_sdk_set_after_the_telemetry(
+    log_exporter: tuple[LoggerProvider, InMemoryLogRecordExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The default global providers: the API's no-op ones until the application sets an SDK.
+    telemetry = ConfessionTelemetry()
+    logger_provider, logs = log_exporter
+    pipeline(telemetry).run(marker_messages())
+    assert logs.get_finished_logs() == ()
+
+    # The application sets its SDK later (as set_logger_provider would, undone after).
+    from opentelemetry._logs import _internal as logs_api
+
+    monkeypatch.setattr(logs_api, "_LOGGER_PROVIDER", logger_provider)
+    confession = pipeline(telemetry).run(marker_messages())
+    [record] = logs.get_finished_logs()
+    assert record.log_record.attributes is not None
+    assert record.log_record.attributes[sc.CONFESSION_ID] == confession.id

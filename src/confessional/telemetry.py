@@ -32,7 +32,15 @@ from uuid import UUID
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry._logs import Logger, LoggerProvider, LogRecord, get_logger
+from opentelemetry._logs import (
+    Logger,
+    LoggerProvider,
+    LogRecord,
+    NoOpLogger,
+    NoOpLoggerProvider,
+    get_logger,
+    get_logger_provider,
+)
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -60,6 +68,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger("confessional.telemetry")
+
+try:  # the API's stand-in until an SDK provider is set
+    from opentelemetry._logs._internal import ProxyLoggerProvider
+
+    _API_LOGGER_PROVIDERS: tuple[type, ...] = (NoOpLoggerProvider, ProxyLoggerProvider)
+except ImportError:  # pragma: no cover - another API layout: assume an SDK listens
+    _API_LOGGER_PROVIDERS = ()
 
 CaptureMode = Literal["NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"]
 """Where free text may be recorded, as in the GenAI conventions' capture switch:
@@ -395,6 +410,17 @@ class ConfessionTelemetry:
             if log_events
             else None
         )
+        self._global_logs = logger_provider is None
+
+    def _logs_recorded(self) -> bool:
+        """Whether an evaluation log record would reach a logs SDK. Until an application
+        sets one, the global provider is the API's, which drops every record: building
+        one would be wasted work on every confession."""
+        if self._logger is None or isinstance(self._logger, NoOpLogger):
+            return False
+        if self._global_logs:
+            return not isinstance(get_logger_provider(), _API_LOGGER_PROVIDERS)
+        return True
 
     @property
     def content_on_span(self) -> bool:
@@ -670,13 +696,14 @@ class ConfessionSpan:
         evaluated = self.evaluated_span()
         _remember(confession.id, span.get_span_context())
         _remember(confession.id, evaluated.get_span_context(), _RECENT_EVALUATED)
-        attributes = self.attributes(confession, episode)
-        evaluated_context = evaluated.get_span_context()
-        if evaluated is not span and evaluated_context.is_valid:
-            attributes[semconv.CONFESSION_EVALUATED_SPAN_ID] = format(
-                evaluated_context.span_id, "016x"
-            )
-        span.set_attributes(attributes)
+        if span.is_recording():  # a span without an SDK drops attributes: build none
+            attributes = self.attributes(confession, episode)
+            evaluated_context = evaluated.get_span_context()
+            if evaluated is not span and evaluated_context.is_valid:
+                attributes[semconv.CONFESSION_EVALUATED_SPAN_ID] = format(
+                    evaluated_context.span_id, "016x"
+                )
+            span.set_attributes(attributes)
 
         if confession.status == "error":
             error_type = confession.error_type or _error_type(confession.error)
@@ -692,6 +719,9 @@ class ConfessionSpan:
         span) as the GenAI conventions ask: a log record through the Logs API, plus an
         opt-in span-event copy for backends that read only span events."""
         t = self.telemetry
+        logs = t._logs_recorded()
+        if t.span_event == "off" and not logs:
+            return
         event: dict[str, AttributeValue] = {
             semconv.GEN_AI_EVALUATION_NAME: semconv.EVALUATION_NAME_CONFESSION,
             semconv.CONFESSION_VERDICT: confession.verdict,
@@ -714,7 +744,7 @@ class ConfessionSpan:
                 span_event[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
             target.add_event(semconv.EVENT_GEN_AI_EVALUATION_RESULT, attributes=span_event)
 
-        if t._logger is not None:
+        if logs and t._logger is not None:
             log_attributes = dict(event)
             if t.content_on_event and explanation:
                 log_attributes[semconv.GEN_AI_EVALUATION_EXPLANATION] = t.text(explanation)
