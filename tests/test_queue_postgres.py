@@ -306,6 +306,27 @@ def test_in_process_worker_joins_the_agent_trace(
     assert len(delivered(out)) == 1
 
 
+def test_a_collected_pipeline_stops_its_in_process_workers(url: str, tmp_path: Path) -> None:
+    import gc
+
+    def queue_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("confessional-queue-")}
+
+    before = queue_threads()
+    out = tmp_path / "confessions.jsonl"
+    pipeline = ConfessionPipeline(
+        model=slow_confessor(0.01), sinks=[JsonlSink(out)], background=True, queue=url
+    )
+    assert pipeline.submit(episode("task collected-0")) is not None
+    wait_for("1 done", lambda: counts(url)["done"] == 1)
+    started = queue_threads() - before
+    assert started  # its claim loops, heartbeat and listener
+    del pipeline
+    gc.collect()
+    wait_for("its workers' threads to end", lambda: not any(t.is_alive() for t in started))
+    assert len(delivered(out)) == 1
+
+
 def test_drain_loads_a_spool_into_the_queue(url: str, tmp_path: Path) -> None:
     from confessional.spool import Spool, read_spool
 

@@ -180,6 +180,11 @@ class _Producer:
             )
             self.worker.start()
             install_signal_handlers(quiet=True)
+        # Dropped with its pipeline (garbage-collected, never shut down): its workers
+        # stop, on a thread of their own (a collection may run on one of theirs).
+        self._finalizer = weakref.finalize(
+            self, _stop_detached, self.worker, self.store, options.flush_timeout_s
+        )
         on_shutdown(self.shutdown)
 
     def enqueue(self, call: EpisodeCall) -> Future[Confession]:
@@ -208,9 +213,20 @@ class _Producer:
     def shutdown(self) -> None:
         """At exit or on SIGTERM: in-process workers finish within ``flush_timeout_s`` or
         give their jobs back; what is still pending stays in the table."""
-        if self.worker is not None:
-            self.worker.stop(self.options.flush_timeout_s)
-        self.store.close()
+        self._finalizer.detach()
+        _stop(self.worker, self.store, self.options.flush_timeout_s)
+
+
+def _stop(worker: QueueWorker | None, store: QueueStore, timeout: float) -> None:
+    if worker is not None:
+        worker.stop(timeout)
+    store.close()
+
+
+def _stop_detached(worker: QueueWorker | None, store: QueueStore, timeout: float) -> None:
+    threading.Thread(
+        target=_stop, args=(worker, store, timeout), name="confessional-queue-stop", daemon=True
+    ).start()
 
 
 _PRODUCERS: weakref.WeakKeyDictionary[ConfessionPipeline, _Producer] = weakref.WeakKeyDictionary()
