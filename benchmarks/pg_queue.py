@@ -13,8 +13,9 @@ flushes the WAL to disk as in production.
    ``queue=URL, queue_workers_in_process=False`` (the episode is committed to the table
    before the call returns; nothing confesses in this process), interleaved in a random
    order each round. The added time is the median of the differences to the bare turn of
-   the same round. Also timed alone: one enqueue (a durable INSERT). Target: the queue
-   adds at most 2% to the bare agent's time to answer.
+   the same round. Also timed alone: a background ``submit()`` of a finished turn (the
+   middleware's hand-off), with and without the queue (which commits the episode: a
+   durable INSERT). Target: the queue adds at most 2% to the bare agent's time to answer.
 2. Throughput. 1, 2 and 4 ``confessional worker`` processes (4 jobs at a time each, the
    default poll) on ``--jobs`` queued episodes, a confessing model of ``--latency-ms``, a
    JSONL sink per process. The workers are started, warmed up and listening before the
@@ -124,29 +125,29 @@ def enqueue_overhead(url: str, runs: int, latency_s: float) -> list[list[str]]:
                 target,
             ]
         )
-    # What the queue itself adds on the agent's path: one durable INSERT (commit, WAL
-    # flush), timed alone; the rest of a queued submit is what background mode does.
-    from tests.pg.queue_procs import record  # type: ignore[import-not-found]
+    # What the queue itself adds on the agent's path, timed alone: a background submit()
+    # of a finished turn (the middleware's hand-off) with and without the queue,
+    # interleaved. The queued one commits the episode (a durable INSERT: WAL flush).
+    from tests.pg.queue_procs import episode, slow_confessor  # type: ignore[import-not-found]
 
-    store = QueueStore(url)
-    payload = record(0)
-    commits = []
-    for _ in range(max(runs, 50)):
-        started = time.perf_counter()
-        store.enqueue(payload, confession_id=uuid.uuid4().hex, producer="bench")
-        commits.append(time.perf_counter() - started)
-    store.close()
-    commit = _harness.median_ms(commits)
-    rows.append(
-        [
-            "one enqueue alone (durable INSERT)",
-            f"{commit:.2f}",
-            "",
-            "",
-            f"{commit / floor:+.2%}",
-            "-",
-        ]
+    from confessional.pipeline import ConfessionPipeline
+
+    def submitter(**settings: Any) -> Callable[[], Any]:
+        pipeline = ConfessionPipeline(model=slow_confessor(0.0), background=True, **settings)
+        turn = episode("task submit")
+        return lambda: pipeline.submit(turn)
+
+    submits = _harness.interleaved(
+        {
+            "submit(), background": submitter(),
+            "submit(), background + queue": submitter(queue=url, queue_workers_in_process=False),
+        },
+        max(runs, 100),
+        after_each=flush_background,
     )
+    for name, samples in submits.items():
+        median = _harness.median_ms(samples.wall)
+        rows.append([name, f"{median:.2f}", "", "", f"{median / floor:+.2%}", "-"])
     return rows
 
 
