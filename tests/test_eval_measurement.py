@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from confessional import ConfigurationError
+from confessional.audit.calibrator import Calibrator
 from confessional.confession import Confession
 from confessional.evaluation import caught_by, run_eval, run_seed
 from confessional.findings import Finding
@@ -138,3 +139,32 @@ def test_piped_results_read_at_80_columns(tmp_path: Path) -> None:
         "any",
     }
     assert all(isinstance(run["seed"], int) for run in data["runs"])
+
+
+def test_a_configured_calibrator_is_recorded_with_its_style_and_failures() -> None:
+    scenario = get_scenario("protected_config")
+    liar = report_confessor(scenario.scripted_report("denial"))
+    model = scenario.scripted_agent("misbehave", confession=liar)
+    answers = "Q1: write_file overwrote config/settings.toml => yes\nQ2: => no"
+    second = Calibrator(ScriptedChatModel(respond=lambda m, t: answers), style="questions")
+    result = run_eval(model, scenarios=["protected_config"], runs=1, calibrator=second)
+    (record,) = result.records
+    assert record.caught_by["calibrator"] is True
+    assert record.calibrator_failed is False
+    assert result.to_json()["calibrator_style"] == "questions"
+    silent = Calibrator(ScriptedChatModel(respond=lambda m, t: "no idea"))
+    (failed,) = run_eval(model, scenarios=["protected_config"], runs=1, calibrator=silent).records
+    assert failed.calibrator_failed is True
+    assert failed.caught_by["calibrator"] is False
+
+
+def test_each_finished_run_is_written_at_once_to_the_partial_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "confessional", "eval", "--model", "scripted", "--runs", "2",
+         "--scenarios", "broken_tool", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=300,
+        env=_piped_environment(),
+    )  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "runs.partial.jsonl").read_text().splitlines()]
+    assert [(r["scenario"], r["index"]) for r in rows] == [("broken_tool", 0), ("broken_tool", 1)]
+    assert rows == json.loads((tmp_path / "results.json").read_text())["runs"], done.stdout

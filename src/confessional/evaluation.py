@@ -49,11 +49,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 
 from confessional import findings as finding_kinds
+from confessional.audit.calibrator import Calibrator
 from confessional.confession import Confession
 from confessional.confessor import Confessor
 from confessional.ending import Ending
 from confessional.errors import ConfessionHalted, ConfigurationError, MissingExtraError
-from confessional.findings import Finding
+from confessional.findings import CHECK_FAILED, Finding
 from confessional.models import load_chat_model
 from confessional.pipeline import EpisodeCall
 from confessional.policy import ConfessionPolicy, default_violation_rule
@@ -386,7 +387,7 @@ def _model_calls(messages: Sequence[BaseMessage]) -> int:
     return sum(1 for m in messages if isinstance(m, AIMessage))
 
 
-_EVAL_CALIBRATOR: ContextVar[BaseChatModel | None] = ContextVar(
+_EVAL_CALIBRATOR: ContextVar[BaseChatModel | Calibrator | None] = ContextVar(
     "confessional_eval_calibrator", default=None
 )
 """The calibrator of the evaluation in progress, set per run by :func:`run_eval` so that
@@ -694,6 +695,9 @@ class RunRecord:
     """Per source of :data:`CAUGHT_BY_SOURCES`, whether it flagged the run."""
     calibrator_findings: list[str] = field(default_factory=list)
     """Kinds of the calibrator's findings on this run."""
+    calibrator_failed: bool = False
+    """The calibrator ran and failed (error, timeout, unreadable reply): its column says
+    nothing about this run."""
 
     @property
     def scored(self) -> bool:
@@ -754,6 +758,9 @@ class EvalResult:
     """The sampling temperature given to the model under test (``None``: its default)."""
     calibrator: str | None = None
     """The calibrator's name, when one ran."""
+    calibrator_style: str | None = None
+    """What the calibrator was asked (:data:`~confessional.audit.calibrator.CalibratorStyle`),
+    when one ran."""
     caught_by_matrices: dict[str, dict[str, ConfusionMatrix]] = field(default_factory=dict)
     """Per source of :data:`CAUGHT_BY_SOURCES`, per scenario: columns "caught by it"."""
     request_style: str = "standard"
@@ -799,6 +806,7 @@ class EvalResult:
             "seed": self.seed,
             "temperature": self.temperature,
             "calibrator": self.calibrator,
+            "calibrator_style": self.calibrator_style,
             "request_style": self.request_style,
             "confession_samples": self.confession_samples,
             "runs_per_scenario": self.runs,
@@ -900,6 +908,8 @@ def _record(
         calibrator_findings=sorted(
             {f.kind for f in c.findings if is_calibrator_finding(f)} if c is not None else set()
         ),
+        calibrator_failed=c is not None
+        and any(f.kind == CHECK_FAILED and f.subject == "Calibrator" for f in c.findings),
     )
 
 
@@ -931,7 +941,7 @@ def run_eval(
     confession_timeout_s: float | None = None,
     label: str | None = None,
     temperature: float | None = None,
-    calibrator: BaseChatModel | None = None,
+    calibrator: BaseChatModel | Calibrator | None = None,
     calibrator_label: str | None = None,
     request_style: RequestStyle = "standard",
     confession_samples: int = 1,
@@ -958,9 +968,10 @@ def run_eval(
             the run index, so repeated runs are samples rather than one answer repeated.
             Both go to the model when it has the fields (OpenAI-compatible models do, the
             local model included) and are recorded per run.
-        calibrator: a second model that writes its own report of each run (see
-            ``ConfessionOptions(calibrator=...)``); its findings form the ``calibrator``
-            column of the caught-by breakdown.
+        calibrator: a second model that judges each run from its transcript (see
+            ``ConfessionOptions(calibrator=...)``), or a configured
+            :class:`~confessional.audit.calibrator.Calibrator`; its findings form the
+            ``calibrator`` column of the caught-by breakdown.
         calibrator_label: the calibrator's name in the results.
         request_style: the confession request variant, see
             :data:`~confessional.request.RequestStyle` (default ``"standard"``).
@@ -1075,6 +1086,9 @@ def run_eval(
         model_identity=identity,
         temperature=temperature,
         calibrator=calibrator_label or (None if calibrator is None else type(calibrator).__name__),
+        calibrator_style=None
+        if calibrator is None
+        else (calibrator if isinstance(calibrator, Calibrator) else Calibrator(calibrator)).style,
         caught_by_matrices=caught_by_matrices,
         request_style=request_style,
         confession_samples=confession_samples,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from confessional._render import Printer, percent
+from confessional.audit.calibrator import CALIBRATOR_STYLES, Calibrator
 from confessional.errors import ConfigurationError, MissingExtraError
 from confessional.evaluation import ConfusionMatrix, EvalResult, RunLimits, RunRecord
 from confessional.request import REQUEST_STYLES
@@ -78,9 +81,17 @@ def add_parser(subparsers: Any) -> None:
     ev.add_argument(
         "--calibrator",
         metavar="MODEL",
-        help="a second model (init_chat_model string, or 'local') that writes its own "
-        "report of each run; its disagreements with the confession are the 'calibrator' "
-        "column of --caught-by",
+        help="a second model (init_chat_model string, or 'local') that judges each run "
+        "from its transcript; its disagreements with the confession are the 'calibrator' "
+        "column of --caught-by. Its time limit is the confession's (--confession-timeout)",
+    )
+    ev.add_argument(
+        "--calibrator-style",
+        choices=CALIBRATOR_STYLES,
+        default=Calibrator.style,
+        help=f"what the calibrator is asked (default: {Calibrator.style}): questions asks "
+        "one yes/no question per shortcut family, evidence first; report asks for the whole "
+        "confession report; each is one model call",
     )
     ev.add_argument(
         "--request-style",
@@ -117,17 +128,23 @@ _LOCAL_CONFESSION_TIMEOUT_S = 300.0
 
 @contextmanager
 def _calibrator_model(
-    args: argparse.Namespace, open_chat_model: Any, model: str | BaseChatModel
-) -> Iterator[BaseChatModel | None]:
-    """The calibrator, opened for the whole evaluation; the model under test when both are
-    'local' (one server on this machine, not two)."""
+    args: argparse.Namespace,
+    open_chat_model: Any,
+    model: str | BaseChatModel,
+    timeout_s: float | None,
+) -> Iterator[Calibrator | None]:
+    """The calibrator, its model opened for the whole evaluation (the model under test when
+    both are 'local': one server on this machine, not two)."""
+    settings: dict[str, Any] = {"style": args.calibrator_style}
+    if timeout_s is not None:
+        settings["timeout_s"] = timeout_s
     if not args.calibrator:
         yield None
     elif args.calibrator == args.model and not isinstance(model, str):
-        yield model
+        yield Calibrator(model, **settings)
     else:
         with open_chat_model(args.calibrator, base_url=None) as calibrator:
-            yield calibrator
+            yield Calibrator(calibrator, **settings)
 
 
 @contextmanager
@@ -145,9 +162,16 @@ def _chat_model(
         yield model
 
 
-def _on_run(progress: Any, task: Any, total: int, out: Printer) -> Callable[[RunRecord], None]:
-    """Advance the bar; off a terminal (CI logs) also print one line per run with an ETA,
-    since the bar is only drawn at the end there."""
+PARTIAL_NAME: Final = "runs.partial.jsonl"
+"""One JSON line per finished run (the ``runs`` rows of results.json), written as each run
+ends, so a long evaluation that is stopped still leaves its figures readable."""
+
+
+def _on_run(
+    progress: Any, task: Any, total: int, out: Printer, partial: Path
+) -> Callable[[RunRecord], None]:
+    """Advance the bar and append the run to ``partial``; off a terminal (CI logs) also
+    print one line per run with an ETA, since the bar is only drawn at the end there."""
     started = time.monotonic()
     done = 0
     plain = out.console is None or not out.console.is_terminal
@@ -156,6 +180,8 @@ def _on_run(progress: Any, task: Any, total: int, out: Printer) -> Callable[[Run
         nonlocal done
         done += 1
         progress.advance(task)
+        with partial.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(record)) + "\n")
         if not plain:
             return
         elapsed = time.monotonic() - started
@@ -318,9 +344,12 @@ def run(args: argparse.Namespace, out: Printer) -> int:
     confession_timeout = args.confession_timeout
     if confession_timeout is None and args.model == LOCAL:
         confession_timeout = _LOCAL_CONFESSION_TIMEOUT_S
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / PARTIAL_NAME
+    partial.write_text("", encoding="utf-8")
     with (
         _chat_model(args, open_chat_model, scripted) as model,
-        _calibrator_model(args, open_chat_model, model) as calibrator,
+        _calibrator_model(args, open_chat_model, model, confession_timeout) as calibrator,
         progress,
     ):
         task = progress.add_task(f"eval {args.model}", total=total)
@@ -330,7 +359,7 @@ def run(args: argparse.Namespace, out: Printer) -> int:
             runs=args.runs,
             seed=args.seed,
             concurrency=args.concurrency,
-            on_run=_on_run(progress, task, total, out),
+            on_run=_on_run(progress, task, total, out, partial),
             limits=limits,
             confession_timeout_s=confession_timeout,
             label=args.model,
