@@ -17,6 +17,10 @@ Variants, each a ``create_agent`` turn with two tool calls:
   as the agent binds them) with a confession request, parses the JSON reply into a
   ``ConfessionReport`` and writes it to state with a ``Command``;
 - inline: ``ConfessionMiddleware`` with no evidence checks;
+- inline, model with a client timeout: the same with an agent model whose own client
+  timeout bounds the confession (as ``ChatOpenAI(timeout=10)`` does): its call runs on the
+  agent's thread, where the scripted model's runs on the time-limit pool (the difference
+  is the thread hand-off);
 - inline + audit: ``ConfessionMiddleware()`` as shipped, every built-in check;
 - inline + audit + OTel SDK: the same with spans recorded by a ``BatchSpanProcessor``;
 - background: ``ConfessionMiddleware(background=True)``; its confessions are flushed after
@@ -69,7 +73,13 @@ from confessional.episode import extract_episode
 from confessional.langchain import ConfessionMiddleware
 from confessional.request import REQUEST_HEADING
 from confessional.schema import ConfessionReport
-from confessional.testing import cheating_agent, example_tools, scripted_agent, tool_call_message
+from confessional.testing import (
+    ScriptedChatModel,
+    cheating_agent,
+    example_tools,
+    scripted_agent,
+    tool_call_message,
+)
 
 TASK: Any = {"messages": [("user", "Make the speed test pass.")]}
 
@@ -78,6 +88,7 @@ TARGETS: dict[str, float | None] = {
     "no-op middleware": None,
     "one extra model call": None,
     "inline": 1.20,
+    "inline, model with a client timeout": 1.20,
     "inline + audit": 1.25,
     "inline + audit + OTel SDK (batch)": None,
     "background": 1.05,
@@ -92,12 +103,21 @@ TARGETS: dict[str, float | None] = {
 
 FLOOR_MARGINS: dict[str, float] = {
     "inline": 0.06,
+    "inline, model with a client timeout": 0.06,
     "inline + audit": 0.12,
     "async: inline": 0.06,
     "async: inline + audit": 0.12,
 }
 """How far above the floor (the CPU ratio of "one extra model call" in the same mode) an
 inline confession may be."""
+
+
+class TimedScriptedModel(ScriptedChatModel):
+    """A scripted model with a client timeout, as provider classes have: its calls are
+    bounded by its own client, so a confession needs no thread to bound them."""
+
+    request_timeout: float = 10.0
+    max_retries: int = 0
 
 
 class NoOpMiddleware(AgentMiddleware[Any, Any, Any]):
@@ -180,6 +200,12 @@ def variants() -> dict[str, Callable[[], Any]]:
         compiled = create_agent(cheating_agent(), example_tools(), middleware=list(middleware))
         return lambda: compiled.invoke(TASK)
 
+    def timed_agent(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        scripted = cheating_agent()
+        model = TimedScriptedModel(respond=scripted.respond, model_name=scripted.model_name)
+        compiled = create_agent(model, example_tools(), middleware=list(middleware))
+        return lambda: compiled.invoke(TASK)
+
     traced_run = agent(ConfessionMiddleware(telemetry=traced))
 
     def traced_and_cleared() -> Any:
@@ -209,6 +235,9 @@ def variants() -> dict[str, Callable[[], Any]]:
         "no-op middleware": agent(NoOpMiddleware()),
         "one extra model call": agent(ExtraCallMiddleware()),
         "inline": agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
+        "inline, model with a client timeout": timed_agent(
+            ConfessionMiddleware(auditor=Auditor(include_defaults=False))
+        ),
         "inline + audit": agent(ConfessionMiddleware()),
         "inline + audit + OTel SDK (batch)": traced_and_cleared,
         "background": agent(ConfessionMiddleware(background=True)),
