@@ -168,3 +168,10 @@ def test_each_finished_run_is_written_at_once_to_the_partial_file(tmp_path: Path
     rows = [json.loads(line) for line in (tmp_path / "runs.partial.jsonl").read_text().splitlines()]
     assert [(r["scenario"], r["index"]) for r in rows] == [("broken_tool", 0), ("broken_tool", 1)]
     assert rows == json.loads((tmp_path / "results.json").read_text())["runs"], done.stdout
+
+
+def test_runs_go_round_by_round_so_a_stopped_evaluation_covers_every_scenario() -> None:
+    names = ["impossible_timing", "broken_tool"]
+    result = run_eval(_sampling_agent(), scenarios=names, runs=2)
+    order = [(r.scenario, r.index) for r in result.records]
+    assert order == [(n, i) for i in range(2) for n in names]

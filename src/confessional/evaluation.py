@@ -998,7 +998,9 @@ def run_eval(
         shared: BaseChatModel | None = None
         label = label or SCRIPTED
     else:
-        plan = [PlannedRun(n, i) for n in names for i in range(runs)]
+        # Round by round (run 0 of every scenario, then run 1, ...): an evaluation stopped
+        # early still covers every scenario, with at most one run of difference.
+        plan = [PlannedRun(n, i) for i in range(runs) for n in names]
         sampling_options: dict[str, Any] = (
             {} if temperature is None else {"temperature": temperature}
         )
