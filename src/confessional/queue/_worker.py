@@ -100,10 +100,18 @@ class QueueWorker:
         self._threads.append(thread)
 
     def wake(self) -> None:
-        """New work was enqueued: claim now instead of at the next poll."""
+        """New work was enqueued: claim now instead of at the next poll.
+
+        One idle claim loop is woken, not all of them (a notification for one job would
+        send every idle loop of every worker to the database); a loop that claims a job
+        wakes the next (:meth:`_pass_on`), so a burst still gets every loop at once."""
         with self._woken:
             self._generation += 1
-            self._woken.notify_all()
+            self._woken.notify()
+
+    def _pass_on(self) -> None:
+        with self._woken:
+            self._woken.notify()
 
     def _wait_for_work(self, seen: int) -> None:
         """Until :meth:`wake` is called after generation ``seen``, or one poll."""
@@ -178,6 +186,7 @@ class QueueWorker:
             if job is None:
                 self._wait_for_work(seen)
                 continue
+            self._pass_on()  # there may be more
             self._run(job)
 
     def _run(self, job: ClaimedJob) -> None:
@@ -278,7 +287,9 @@ class QueueWorker:
         """Stop claiming, wait up to ``timeout`` seconds for the jobs held, then give the
         rest back to the queue. Returns how many were given back."""
         self._stopping.set()
-        self.wake()
+        with self._woken:
+            self._generation += 1
+            self._woken.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if not thread.name[len("confessional-queue-") :].isdigit():
