@@ -5,6 +5,10 @@ Run it on any number of machines against one PostgreSQL database (see
 normally the very ``ConfessionOptions`` the agent uses, so the worker confesses with the
 same model, policy, auditor, sinks and telemetry (and the same retry and lease settings).
 
+Before its first claim it pays a confession's one-off import costs, and it listens for
+the queue's notifications: an idle worker takes a job as soon as it is committed, and
+``--poll`` is only the fallback (a retry whose backoff ran out).
+
 SIGTERM or SIGINT stops it cleanly: it claims nothing more, gives the jobs it holds
 ``--grace`` seconds to finish, gives the rest back to the queue (another worker takes
 them at once), and exits 0.
