@@ -5,7 +5,9 @@ episode is committed to the ``confessional_queue`` table before the agent's call
 so a SIGKILL, an OOM kill or a lost node loses nothing. Workers (``confessional worker``
 on any number of machines, and the agent's own in-process workers unless
 ``queue_workers_in_process=False``) claim jobs with ``FOR UPDATE SKIP LOCKED`` and a
-lease they renew while the job runs:
+lease they renew while the job runs. An enqueue notifies the workers with its commit
+(``LISTEN``/``NOTIFY`` on ``confessional_queue``), so an idle worker claims at once;
+polling is only the fallback. On failure:
 
 - a job whose worker died is re-queued when its lease expires;
 - a failed attempt is retried with exponential backoff (``queue_retry_backoff_s``), and
