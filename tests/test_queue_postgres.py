@@ -9,6 +9,7 @@ exit) with a deadline.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import signal
@@ -339,6 +340,28 @@ def test_drain_loads_a_spool_into_the_queue(url: str, tmp_path: Path) -> None:
     assert main(["drain", str(spool_path), "--queue", url]) == 0
     assert not spool_path.exists()
     assert sorted(table_ids(url, "pending")) == sorted(ids)
+
+
+def test_a_completion_claims_the_next_job_and_is_fenced(url: str) -> None:
+    store = QueueStore(url)
+    try:
+        for index in range(2):
+            assert store.enqueue({"index": index}, confession_id=f"c{index}")
+        first = store.claim(worker="w1", lease_s=30)
+        assert first is not None
+        done, second = store.complete_and_claim(first, lease_s=30)
+        assert done
+        assert second is not None
+        assert (second.confession_id, second.attempt, second.worker) == ("c1", 1, "w1")
+        # A stale holder (the job was taken over) completes nothing, and claims nothing
+        # when nothing is ready.
+        stale = dataclasses.replace(second, worker="w0")
+        assert store.complete_and_claim(stale, lease_s=30) == (False, None)
+        assert counts(url) == {"done": 1, "running": 1}
+        assert store.complete_and_claim(second, lease_s=30) == (True, None)
+        assert counts(url) == {"done": 2}
+    finally:
+        store.close()
 
 
 def test_schema_is_versioned_and_migrated_once(postgres: PostgresServer) -> None:

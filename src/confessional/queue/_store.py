@@ -289,6 +289,52 @@ class QueueStore:
             worker=worker,
         )
 
+    def complete_and_claim(
+        self, job: ClaimedJob, *, lease_s: float, producer: str | None = None
+    ) -> tuple[bool, ClaimedJob | None]:
+        """:meth:`complete` ``job`` and :meth:`claim` the next one, in one statement (one
+        round trip, one commit): a busy worker's steady state. Returns whether ``job`` was
+        still held, and the job claimed (``None`` when none is ready)."""
+        only = "AND producer = %(producer)s" if producer is not None else ""
+        with self._connection(durable=False) as conn:
+            row = conn.execute(
+                "WITH done AS (UPDATE confessional_queue SET state = 'done', "
+                "finished_at = now(), leased_until = NULL, last_error = NULL "
+                "WHERE id = %(id)s AND worker = %(worker)s AND attempts = %(attempt)s "
+                "AND state = 'running' RETURNING id), "
+                # As in claim(): a scalar sub-select, run once. It cannot see the row done
+                # above (running in this statement's snapshot).
+                "claimed AS (UPDATE confessional_queue q SET state = 'running', "
+                "attempts = q.attempts + 1, claimed_at = now(), "
+                "leased_until = now() + make_interval(secs => %(lease)s), worker = %(worker)s "
+                "WHERE q.id = (SELECT id FROM confessional_queue WHERE state = 'pending' "
+                f"AND available_at <= now() {only} ORDER BY available_at, id LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED) "
+                "RETURNING q.id, q.confession_id, q.payload, q.attempts,"
+                " EXTRACT(EPOCH FROM now() - q.enqueued_at) AS wait_s) "
+                "SELECT (SELECT count(*) FROM done), claimed.id, claimed.confession_id,"
+                " claimed.payload, claimed.attempts, claimed.wait_s "
+                "FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
+                {
+                    "id": job.id,
+                    "worker": job.worker,
+                    "attempt": job.attempt,
+                    "lease": lease_s,
+                    "producer": producer,
+                },
+            ).fetchone()
+        assert row is not None  # one row, whatever happened
+        if row[1] is None:
+            return bool(row[0]), None
+        return bool(row[0]), ClaimedJob(
+            id=int(row[1]),
+            confession_id=str(row[2]),
+            payload=row[3],
+            attempt=int(row[4]),
+            wait_s=float(row[5]),
+            worker=job.worker,
+        )
+
     def heartbeat(self, jobs: Sequence[ClaimedJob], *, lease_s: float) -> int:
         """Extend the leases of ``jobs``; returns how many are still held."""
         if not jobs:

@@ -167,29 +167,38 @@ class QueueWorker:
             self.counts[outcome] += 1
 
     def _claim_loop(self) -> None:
+        job: ClaimedJob | None = None
         while not self._stopping.is_set():
-            with self._woken:
-                seen = self._generation
-            try:
-                job = self.store.claim(
-                    worker=self.name, lease_s=self._lease_s, producer=self._producer
-                )
-            except Exception as exc:
-                report_failure(
-                    "background",
-                    "queue_unavailable",
-                    f"the confession queue could not be read ({type(exc).__name__}); retrying",
-                    exc_info=exc,
-                )
-                self._stopping.wait(self._poll_s)
-                continue
             if job is None:
-                self._wait_for_work(seen)
-                continue
-            self._pass_on()  # there may be more
-            self._run(job)
+                job = self._claim()
+            if job is not None:
+                self._pass_on()  # there may be more
+                job = self._run(job)
+        if job is not None:  # claimed with the previous one's completion as the stop came
+            self._give_back(job)
 
-    def _run(self, job: ClaimedJob) -> None:
+    def _claim(self) -> ClaimedJob | None:
+        """The next ready job; ``None`` after waiting for work (or a failed read)."""
+        with self._woken:
+            seen = self._generation
+        try:
+            job = self.store.claim(worker=self.name, lease_s=self._lease_s, producer=self._producer)
+        except Exception as exc:
+            report_failure(
+                "background",
+                "queue_unavailable",
+                f"the confession queue could not be read ({type(exc).__name__}); retrying",
+                exc_info=exc,
+            )
+            self._stopping.wait(self._poll_s)
+            return None
+        if job is None:
+            self._wait_for_work(seen)
+        return job
+
+    def _run(self, job: ClaimedJob) -> ClaimedJob | None:
+        """Run ``job`` and record its outcome; returns the next job when one was claimed
+        with the outcome."""
         with self._lock:
             self._held[job.id] = job
         self._count("claimed")
@@ -203,9 +212,9 @@ class QueueWorker:
             released = job.id in self._released
             self._released.discard(job.id)
         if released:
-            return  # given back at stop; whoever claims it next delivers (same id)
+            return None  # given back at stop; whoever claims it next delivers (same id)
         try:
-            self._settle(job, error)
+            return self._settle(job, error)
         except Exception as exc:  # the database went away: the lease expires, it is retried
             report_failure(
                 "background",
@@ -214,14 +223,34 @@ class QueueWorker:
                 "is retried once its lease expires",
                 exc_info=exc,
             )
+            return None
 
-    def _settle(self, job: ClaimedJob, error: BaseException | None) -> None:
+    def _give_back(self, job: ClaimedJob) -> None:
+        try:
+            self._count_many("released", int(self.store.release(job)))
+        except Exception as exc:  # its lease expires instead: it is retried then
+            report_failure(
+                "background",
+                "queue_unavailable",
+                f"queue job {job.id} could not be given back ({type(exc).__name__}); "
+                "it is retried once its lease expires",
+                exc_info=exc,
+            )
+
+    def _settle(self, job: ClaimedJob, error: BaseException | None) -> ClaimedJob | None:
         if error is None:
-            if self.store.complete(job):
+            following = None
+            if self._stopping.is_set():
+                done = self.store.complete(job)
+            else:  # the next claim rides on this completion: one round trip, not two
+                done, following = self.store.complete_and_claim(
+                    job, lease_s=self._lease_s, producer=self._producer
+                )
+            if done:
                 self._count("done")
             else:
                 self._lost(job)
-            return
+            return following
         cause = type(error).__name__
         state = self.store.fail(
             job,
@@ -248,6 +277,7 @@ class QueueWorker:
                 f"queue job {job.id} failed (attempt {job.attempt}); it will be retried",
                 exc_info=error,
             )
+        return None
 
     def _lost(self, job: ClaimedJob) -> None:
         self._count("lost_lease")
