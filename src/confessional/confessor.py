@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import SecretStr, ValidationError
 from typing_extensions import assert_never
 
@@ -257,6 +257,23 @@ class _Call:
 
     runnable: Runnable[Any, Any]
     messages: list[BaseMessage]
+
+    def prepared(self, traced: bool) -> tuple[Runnable[Any, Any], Any]:
+        """What the driver invokes, and with what input. When a tracer watches, a chain run
+        named "confession" (from the call's config) wraps the model call, so tracers that
+        name spans after the model class still show which call is the confession; its
+        input is the message count, so the conversation is serialised once, by the model
+        run, not twice."""
+        if not traced:
+            return self.runnable, self.messages
+
+        def call(_: Any, config: RunnableConfig) -> Any:
+            return self.runnable.invoke(self.messages, config=config)
+
+        async def acall(_: Any, config: RunnableConfig) -> Any:
+            return await self.runnable.ainvoke(self.messages, config=config)
+
+        return RunnableLambda(call, afunc=acall), {"messages": len(self.messages)}
 
 
 @dataclass(frozen=True)
@@ -535,13 +552,11 @@ class Confessor:
         seed = _sample_seed(job.chat, sample) if sample else None
         if seed is not None:
             settings["seed"] = seed
-        bound = bind_replay(
+        # The call's own run is named "confession" (``_call_config``): no wrapper run, which
+        # would make every tracer serialise the whole conversation once more.
+        return bind_replay(
             job.chat, job.episode, tools=job.tools, model_settings=settings, shape=shape
         )
-        # A chain run named "confession" around the model call, so tracers that name
-        # spans after the model class still show which call is the confession. Without a
-        # tracer it would only cost a run.
-        return bound | RunnablePassthrough() if job.traced else bound
 
     # -- the dialogue, shared by the sync and async drivers --------------------------
 
@@ -632,7 +647,8 @@ class Confessor:
             return job
 
         def perform(call: _Call) -> Any:
-            return call.runnable.invoke(call.messages, config=job.config)
+            runnable, payload = call.prepared(job.traced)
+            return runnable.invoke(payload, config=job.config)
 
         reports: list[ConfessionReport] = []
         failure: Exception | None = None
@@ -670,7 +686,8 @@ class Confessor:
             return job
 
         async def perform(call: _Call) -> Any:
-            return await call.runnable.ainvoke(call.messages, config=job.config)
+            runnable, payload = call.prepared(job.traced)
+            return await runnable.ainvoke(payload, config=job.config)
 
         reports: list[ConfessionReport] = []
         failure: Exception | None = None

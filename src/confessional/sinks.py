@@ -38,7 +38,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.config import ensure_config
 
 from confessional import semconv
-from confessional._callbacks import tracer_watching
+from confessional._callbacks import custom_event_listeners, tracer_watching
 from confessional._jsonl import JsonlFile
 from confessional.confession import Confession
 from confessional.errors import ConfigurationError
@@ -350,8 +350,8 @@ class GraphStreamEvent:
         payload = confession_event_payload(confession)
         with contextlib.suppress(RuntimeError, KeyError):  # a runnable, but not a graph run
             get_stream_writer()(payload)
-        if config.get("callbacks") is None:
-            return None
+        if not custom_event_listeners(config):
+            return None  # no handler takes custom events (tracers do not): nothing to send
         try:
             asyncio.get_running_loop()
         except RuntimeError:
