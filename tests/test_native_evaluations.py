@@ -149,6 +149,12 @@ class FakeMlflow:
         self.logged.append((trace_id, assessment))
         return assessment
 
+    def get_trace_info(self, trace_id: str) -> Any:
+        if not self.known.is_set():
+            raise NotFound(f"Trace with ID '{trace_id}' not found.")
+        assessments = [a for t, a in self.logged if t == trace_id]
+        return type("TraceInfo", (), {"assessments": assessments})()
+
 
 def mlflow_sink(client: FakeMlflow, **options: Any) -> MlflowFeedback:
     settings: dict[str, Any] = {"include_explanation": False, "redact": None, "wait_s": 30.0}
@@ -178,6 +184,52 @@ def test_mlflow_feedback_on_the_agent_trace_waits_for_the_trace(
     assert assessment.rationale is None
     assert assessment.metadata["discrepancy_count"] == str(len(confession.discrepancies))
     feedback.close()
+
+
+def test_mlflow_feedback_delivered_twice_is_logged_once(
+    tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
+) -> None:
+    mlflow = FakeMlflow()
+    mlflow.known.set()
+    feedback = mlflow_sink(mlflow)
+    confession, _agent_id = run_in_agent_span(tracer_provider, [feedback])
+    feedback(confession)  # the same confession again, as a queue retry would deliver it
+    assert feedback.delivered == 2
+    [(_trace_id, assessment)] = mlflow.logged
+    assert assessment.metadata["confession_id"] == confession.id
+    feedback.close()
+
+
+def test_langsmith_feedback_id_is_derived_from_the_confession_id() -> None:
+    """LangSmith keys feedback on a caller-set ``feedback_id`` (Langfuse likewise upserts
+    scores on ``score_id``): a repeat delivery carries the same id, another confession
+    another."""
+    import uuid
+
+    from langsmith.run_helpers import tracing_context
+    from langsmith.run_trees import RunTree
+
+    from confessional import Confession
+    from confessional.annotations import langsmith_feedback
+
+    sent: list[dict[str, Any]] = []
+
+    class Recorder:
+        def create_feedback(self, run_id: Any, **kwargs: Any) -> None:
+            sent.append(kwargs)
+
+    confession = Confession(status="ok", report=marker_report(), verdict="flag", reasons=["r"])
+    sink = langsmith_feedback(client=Recorder())
+    with tracing_context(parent=RunTree(name="agent", run_type="chain")):
+        sink(confession)
+        sink(confession)
+    assert len(sent) == 2
+    assert sent[0]["feedback_id"] == sent[1]["feedback_id"]
+    assert isinstance(sent[0]["feedback_id"], uuid.UUID)
+    other = confession.model_copy(update={"id": uuid.uuid4().hex})
+    with tracing_context(parent=RunTree(name="agent", run_type="chain")):
+        sink(other)
+    assert sent[2]["feedback_id"] != sent[0]["feedback_id"]
 
 
 def test_mlflow_feedback_rationale_needs_capture(

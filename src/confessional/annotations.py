@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ __all__ = [
     "mlflow_feedback",
     "phoenix_span_annotation",
 ]
+
+_FEEDBACK_NAMESPACE: Final = uuid.UUID("5b0c2f4e-6f1a-4d55-9a59-2c6f0e1d7a31")
+"""Namespace of the feedback and score ids derived from a confession id: a confession
+delivered twice (a queue retry after a crash) carries the same id to the backend."""
 
 logger = logging.getLogger("confessional.annotations")
 
@@ -421,6 +426,8 @@ def langsmith_feedback(
             return
         client.create_feedback(
             run.id,
+            # The confession id, as a UUID: a repeat delivery carries the same feedback id.
+            feedback_id=uuid.uuid5(_FEEDBACK_NAMESPACE, confession.id),
             key=key,
             score=_score(confession),
             value=confession.verdict,
@@ -462,6 +469,8 @@ def langfuse_score(
         client.create_score(
             name=name,
             value=score,
+            # Langfuse upserts scores by id: a repeat delivery updates, never adds.
+            score_id=str(uuid.uuid5(_FEEDBACK_NAMESPACE, confession.id)),
             trace_id=format(context.trace_id, "032x"),
             observation_id=format(context.span_id, "016x"),
             comment=_explain(confession, include_explanation, redact),
@@ -477,6 +486,7 @@ _MLFLOW_NOT_FOUND: Final = "RESOURCE_DOES_NOT_EXIST"
 @dataclass(eq=False)  # compared by identity: each is one pending delivery
 class _PendingFeedback:
     trace_id: str
+    confession_id: str
     feedback: Any
     deadline: float
 
@@ -540,6 +550,7 @@ class MlflowFeedback:
             return
         item = _PendingFeedback(
             f"tr-{context.trace_id:032x}",
+            confession.id,
             self.feedback(confession),
             time.monotonic() + self.wait_s,
         )
@@ -548,10 +559,25 @@ class MlflowFeedback:
                 self._pending.append(item)
                 self._start_worker()
 
+    def _logged_before(self, item: _PendingFeedback) -> bool:
+        """Whether the trace already holds this confession's feedback (a repeat delivery
+        of the same confession, from a queue retry): MLflow assessments have no caller-set
+        id, so the confession id in the metadata is the key."""
+        try:
+            info = self._client.get_trace_info(item.trace_id)
+        except Exception:  # not there yet, or unreadable: log_assessment decides
+            return False
+        return any(
+            assessment.name == self.name
+            and (assessment.metadata or {}).get("confession_id") == item.confession_id
+            for assessment in getattr(info, "assessments", None) or ()
+        )
+
     def _deliver(self, item: _PendingFeedback) -> bool:
         """``True`` once logged; ``False`` while MLflow does not know the trace yet."""
         try:
-            self._client.log_assessment(item.trace_id, item.feedback)
+            if not self._logged_before(item):
+                self._client.log_assessment(item.trace_id, item.feedback)
         except Exception as exc:
             if _MLFLOW_NOT_FOUND in str(getattr(exc, "error_code", "")) or (
                 _MLFLOW_NOT_FOUND in str(exc)

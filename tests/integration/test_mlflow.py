@@ -95,3 +95,11 @@ def test_confession_span_reaches_mlflow_with_its_parent_chain(mlflow_server: Ser
     assert assessment.metadata["confession_id"] == run.confession.id
     assert assessment.metadata["discrepancy_count"] == str(len(run.confession.discrepancies))
     assert assessment.metadata["grade"] == "2"
+
+    # A repeat delivery of the same confession (a queue retry after a worker died between
+    # the sink's write and its acknowledgement) finds its feedback and adds none.
+    feedback(run.confession)
+    feedback.flush()
+    assert (feedback.pending, feedback.delivered) == (0, 2)
+    trace = fetch_trace(client, experiment_id, run.trace_id, assessments=1)
+    assert [a.metadata["confession_id"] for a in trace.info.assessments] == [run.confession.id]
