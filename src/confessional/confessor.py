@@ -552,8 +552,6 @@ class Confessor:
         seed = _sample_seed(job.chat, sample) if sample else None
         if seed is not None:
             settings["seed"] = seed
-        # The call's own run is named "confession" (``_call_config``): no wrapper run, which
-        # would make every tracer serialise the whole conversation once more.
         return bind_replay(
             job.chat, job.episode, tools=job.tools, model_settings=settings, shape=shape
         )
