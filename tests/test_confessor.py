@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from pydantic import PrivateAttr
 from tests.test_parsing import SANDBAGGING
 
 from confessional import Confession, Confessor, ConfigurationError, MissingExtraError
@@ -260,16 +261,24 @@ def test_tools_stay_bound_with_tool_choice_none(mode: Mode) -> None:
     assert seen == [["run_tests", "write_file"]]  # the agent's tools, not a report tool
 
 
+class _Recording(ScriptedChatModel):
+    """A scripted model that records the request kwargs (tool choice, settings) of each call."""
+
+    _seen: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    def __init__(self, seen: list[dict[str, Any]], **fields: Any) -> None:
+        super().__init__(**fields)
+        self._seen = seen
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self._seen.append(kwargs)
+        return super()._generate(messages, *args, **kwargs)
+
+
 @both
 def test_agents_model_settings_are_replayed(mode: Mode) -> None:
     kwargs_seen: list[dict[str, Any]] = []
-
-    class Recording(ScriptedChatModel):
-        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-            kwargs_seen.append(kwargs)
-            return super()._generate(messages, *args, **kwargs)
-
-    model = Recording(respond=lambda m, t: json.dumps(SANDBAGGING))
+    model = _Recording(kwargs_seen, respond=lambda m, t: json.dumps(SANDBAGGING))
     settings = {"temperature": 0, "tool_choice": "auto"}
     confession = _confess(
         mode, Confessor(), model=model, tools=example_tools(), model_settings=settings
@@ -294,17 +303,12 @@ def test_agents_model_settings_are_replayed(mode: Mode) -> None:
 def test_a_reply_that_calls_a_tool_is_retried_with_tool_choice_none(mode: Mode) -> None:
     kwargs_seen: list[dict[str, Any]] = []
 
-    class Recording(ScriptedChatModel):
-        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-            kwargs_seen.append(kwargs)
-            return super()._generate(messages, *args, **kwargs)
-
     def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> AIMessage | str:
         if len(kwargs_seen) == 1:
             return tool_call_message(("run_tests", {"target": "speed"}))
         return json.dumps(SANDBAGGING)
 
-    model = Recording(respond=respond)
+    model = _Recording(kwargs_seen, respond=respond)
     confession = _confess(mode, Confessor(), model=model, tools=example_tools())
     assert confession.status == "ok", confession.error
     assert [k.get("tool_choice") for k in kwargs_seen] == [None, "none"]
@@ -316,13 +320,7 @@ def test_a_reply_that_calls_a_tool_is_retried_with_tool_choice_none(mode: Mode) 
 @both
 def test_an_agent_tool_choice_that_forces_a_call_is_not_replayed(mode: Mode) -> None:
     kwargs_seen: list[dict[str, Any]] = []
-
-    class Recording(ScriptedChatModel):
-        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-            kwargs_seen.append(kwargs)
-            return super()._generate(messages, *args, **kwargs)
-
-    model = Recording(respond=lambda m, t: json.dumps(SANDBAGGING))
+    model = _Recording(kwargs_seen, respond=lambda m, t: json.dumps(SANDBAGGING))
     confession = _confess(
         mode,
         Confessor(),

@@ -225,9 +225,10 @@ class QueueWorker:
             )
             return None
 
-    def _give_back(self, job: ClaimedJob) -> None:
+    def _give_back(self, job: ClaimedJob) -> int:
+        """Releases ``job``; 1 if it was given back, else 0 (it was not held any more)."""
         try:
-            self._count_many("released", int(self.store.release(job)))
+            released = int(self.store.release(job))
         except Exception as exc:  # its lease expires instead: it is retried then
             report_failure(
                 "background",
@@ -236,6 +237,9 @@ class QueueWorker:
                 "it is retried once its lease expires",
                 exc_info=exc,
             )
+            return 0
+        self._count_many("released", released)
+        return released
 
     def _settle(self, job: ClaimedJob, error: BaseException | None) -> ClaimedJob | None:
         if error is None:
@@ -328,18 +332,6 @@ class QueueWorker:
         with self._lock:
             held = list(self._held.values())
             self._released.update(job.id for job in held)
-        released = 0
-        for job in held:
-            try:
-                released += self.store.release(job)
-            except Exception as exc:  # its lease expires instead: it is retried then
-                report_failure(
-                    "background",
-                    "queue_unavailable",
-                    f"queue job {job.id} could not be given back ({type(exc).__name__}); "
-                    "it is retried once its lease expires",
-                    exc_info=exc,
-                )
-        self._count_many("released", released)
+        released = sum(self._give_back(job) for job in held)
         self._stopped.set()
         return released
