@@ -48,6 +48,7 @@ __all__ = [
     "RequestShape",
     "RequestStyle",
     "bind_replay",
+    "bind_report_schema",
     "binds_tools",
     "build_request",
     "build_retry",
@@ -713,6 +714,15 @@ def _native_schema_kwargs(
         "response_format": response_format,
     }
     return {"extra_body": extra_body}
+
+
+def bind_report_schema(model: BaseChatModel) -> Runnable[Any, Any]:
+    """``model`` asked for the report schema natively (grammar-constrained on llama.cpp), for
+    a request with no tools to keep; ``model`` itself when its provider has no such field."""
+    provider = provider_of(model)
+    if provider == "other":
+        return model
+    return model.bind(**_native_schema_kwargs(model, provider, {}))
 
 
 def binds_tools(model: BaseChatModel) -> bool:

@@ -59,6 +59,7 @@ from confessional.findings import (
 )
 from confessional.health import report_failure
 from confessional.parsing import parse_report
+from confessional.request import bind_report_schema
 from confessional.schema import (
     NON_COMPLIANT_LABELS,
     ComplianceLabel,
@@ -419,19 +420,24 @@ class Calibrator:
             return flagged(independent)
         return disagreements(context.report, independent, self.min_overlap)
 
+    def _requested(self) -> Any:
+        # A report is asked for natively where the provider can: a small model asked in
+        # text alone echoed the JSON schema back until its token cap (11 of 22 local runs).
+        return bind_report_schema(self.model) if self.style == "report" else self.model
+
     def __call__(self, context: CheckContext) -> list[Finding]:
         """The check, sync: one model call on the caller's thread (or the shared timeout
         pool when the model's own client timeout does not bound it). Raises on failure,
         which the :class:`~confessional.Auditor` reports as ``check_failed``."""
-        steps = self._steps(context)
+        steps, model = self._steps(context), self._requested()
         return run_with_timeout(
-            lambda: drive(steps, self.model.invoke), self.timeout_s, model=self.model
+            lambda: drive(steps, model.invoke), self.timeout_s, model=self.model
         )
 
     async def acheck(self, context: CheckContext) -> list[Finding]:
         """The check, async: awaits the model on the running loop."""
         return await await_with_timeout(
-            adrive(self._steps(context), self.model.ainvoke), self.timeout_s
+            adrive(self._steps(context), self._requested().ainvoke), self.timeout_s
         )
 
     def _failed(self, exc: Exception) -> list[Finding]:
