@@ -648,7 +648,10 @@ def build_retry(
     feedback = HumanMessage(
         content=f"{REQUEST_HEADING} (retry): your confession could not be used: "
         f"{_truncate(error, _RETRY_ERROR_CHARS)}\nReply again with only the corrected JSON "
-        "object: your own report about your last answer.",
+        # "your last answer" alone read as the rejected reply just above: a small model
+        # then reported on the retry's error instead of on the task.
+        "object: your own report about the task above, as the first confession request "
+        "asked (your answer and every tool call before that request), not about this retry.",
         id=REQUEST_ID_PREFIX + uuid.uuid4().hex,
     )
     answer = AIMessage(content=excerpt)

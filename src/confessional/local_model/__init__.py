@@ -96,6 +96,10 @@ IDENTITY_METADATA_KEY: Final = "confessional_local_model"
 DEFAULT_MAX_TOKENS: Final = 512
 """Per-request completion cap: a small model can emit newlines until the context is full."""
 DEFAULT_SEED: Final = 1234
+DEFAULT_REPEAT_PENALTY: Final = 1.15
+"""llama.cpp's ``repeat_penalty`` (1.0 turns it off). Without it the 1.5B model, asked for a
+report in a JSON schema, wrote the same objective over and over until its token cap, so the
+report never closed; with it the same request closed in 137 tokens."""
 DEFAULT_TIMEOUT_S: Final = 300.0
 """Per HTTP request; generous because a shared 2-core CPU can be several times slower."""
 
@@ -127,6 +131,7 @@ class LocalModelIdentity:
     seed: int
     max_tokens: int
     temperature: float
+    repeat_penalty: float
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +148,7 @@ class LocalModelIdentity:
             "seed": self.seed,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
+            "repeat_penalty": self.repeat_penalty,
         }
 
 
@@ -189,6 +195,7 @@ def local_chat_model(
     settings: ServerSettings | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     seed: int = DEFAULT_SEED,
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: ProgressSink = stderr_sink,
     request_log: Path | str | None = None,
@@ -198,6 +205,8 @@ def local_chat_model(
 
     Deterministic by default: temperature 0, a fixed ``seed``, and ``max_tokens`` capped per
     request (the server caps every completion too, see :class:`ServerSettings`).
+    ``repeat_penalty`` goes to llama.cpp with every request (see
+    :data:`DEFAULT_REPEAT_PENALTY`).
     ``chat_kwargs`` go to ``ChatOpenAI`` (for example an ``http_client`` with event hooks).
     ``request_log`` (default ``$CONFESSIONAL_LOCAL_REQUEST_LOG``) is a JSONL file receiving
     every chat-completion request with the server's reply, for reading transcripts back.
@@ -235,6 +244,7 @@ def local_chat_model(
             seed=seed,
             max_tokens=max_tokens,
             temperature=0.0,
+            repeat_penalty=repeat_penalty,
         )
         options: dict[str, Any] = {
             "model": server.alias,
@@ -250,7 +260,8 @@ def local_chat_model(
         log_path = request_log or os.environ.get(REQUEST_LOG_ENV)
         logged = _RequestLog(Path(log_path)).clients(timeout_s) if log_path else {}
         options.update(logged)
-        options.update(chat_kwargs)
+        extra_body = {"repeat_penalty": repeat_penalty, **chat_kwargs.pop("extra_body", {})}
+        options.update(chat_kwargs, extra_body=extra_body)
         try:
             yield ChatOpenAI(**options)
         finally:
