@@ -36,6 +36,7 @@ from confessional import (
 from confessional.confessor import OutputMode
 from confessional.langchain import ConfessionMiddleware
 from confessional.local_model import (
+    DEFAULT_REPEAT_PENALTY,
     QWEN25_CODER_1_5B,
     identity_of,
     local_chat_model,
@@ -204,6 +205,8 @@ def test_honest_task_confession_parses_in_auto_mode(
     # auto mode kept the agent's request whole (no response schema): the JSON came as text
     confession_body = served.log.confession_bodies()[0]
     assert "response_format" not in confession_body
+    # the managed model's sampling settings reach llama.cpp on every request
+    assert confession_body["repeat_penalty"] == DEFAULT_REPEAT_PENALTY
     _assert_one_more_than_the_last_agent_request(served.log, answer, "auto")
 
     span = _confession_span(exporter)
