@@ -16,6 +16,11 @@ Variants, each a ``create_agent`` turn with two tool calls:
   final answer extracts the episode, calls the agent's model once more (its tools bound
   as the agent binds them) with a confession request, parses the JSON reply into a
   ``ConfessionReport`` and writes it to state with a ``Command``;
+- one extra model call + ending hooks: the floor plus the two hooks an inline confession
+  needs to see every ending (issue 22): ``wrap_tool_call`` (a tool's exception that ends
+  the run) and ``after_agent`` (a limit middleware's end), both doing nothing here.
+  LangChain adds a graph node for ``after_agent`` and a wrapper around each tool call, so
+  this is the floor of a confession that covers every ending;
 - inline: ``ConfessionMiddleware`` with no evidence checks;
 - inline, model with a client timeout: the same with an agent model whose own client
   timeout bounds the confession (as ``ChatOpenAI(timeout=10)`` does): its call runs on the
@@ -32,7 +37,8 @@ Variants, each a ``create_agent`` turn with two tool calls:
   middleware's cost when a tracer watches, hook spans included).
 
 The "over floor" column is the CPU ratio of an inline row minus that of the floor in the
-same mode (issue 25's targets: inline within 0.06 of it, inline + audit within 0.12).
+same mode (issue 25's targets: inline within 0.06 of it, inline + audit within 0.12);
+"over hooks floor" is the same against the floor with the ending hooks.
 
 Then the 10 MB rows: one async turn whose tool returns 10 MB of text (plain, then dense
 with injection-like markers), with the longest event-loop stall seen by a heartbeat task
@@ -87,6 +93,7 @@ TARGETS: dict[str, float | None] = {
     "bare": None,
     "no-op middleware": None,
     "one extra model call": None,
+    "one extra model call + ending hooks": None,
     "inline": 1.20,
     "inline, model with a client timeout": 1.20,
     "inline + audit": 1.25,
@@ -94,6 +101,7 @@ TARGETS: dict[str, float | None] = {
     "background": 1.05,
     "async: bare": None,
     "async: one extra model call": None,
+    "async: one extra model call + ending hooks": None,
     "async: inline": None,
     "async: inline + audit": None,
     "traced: bare": None,
@@ -190,6 +198,22 @@ class ExtraCallMiddleware(AgentMiddleware[FloorState, Any, Any]):
         return response
 
 
+class EndingHooksFloorMiddleware(ExtraCallMiddleware):
+    """The floor plus the hooks that see the endings without an answer, doing nothing."""
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return handler(request)
+
+    async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
+        return await handler(request)
+
+    def after_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return None
+
+    async def aafter_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return None
+
+
 def variants() -> dict[str, Callable[[], Any]]:
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
@@ -226,6 +250,7 @@ def variants() -> dict[str, Callable[[], Any]]:
     return {
         "async: bare": async_agent(),
         "async: one extra model call": async_agent(ExtraCallMiddleware()),
+        "async: one extra model call + ending hooks": async_agent(EndingHooksFloorMiddleware()),
         "async: inline": async_agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
         "async: inline + audit": async_agent(ConfessionMiddleware()),
         "traced: bare": traced_agent(),
@@ -234,6 +259,7 @@ def variants() -> dict[str, Callable[[], Any]]:
         "bare": agent(),
         "no-op middleware": agent(NoOpMiddleware()),
         "one extra model call": agent(ExtraCallMiddleware()),
+        "one extra model call + ending hooks": agent(EndingHooksFloorMiddleware()),
         "inline": agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
         "inline, model with a client timeout": timed_agent(
             ConfessionMiddleware(auditor=Auditor(include_defaults=False))
@@ -255,11 +281,17 @@ def main() -> None:
         wall_base = _harness.median_ms(timings[f"{prefix}bare"].wall)
         cpu_base = _harness.median_ms(timings[f"{prefix}bare"].cpu)
         floor = _harness.median_ms(timings[f"{prefix}one extra model call"].cpu) / cpu_base
+        hooks_key = f"{prefix}one extra model call + ending hooks"
+        hooks_floor = (
+            _harness.median_ms(timings[hooks_key].cpu) / cpu_base if hooks_key in timings else None
+        )
         wall, cpu = _harness.median_ms(samples.wall), _harness.median_ms(samples.cpu)
-        over_floor = "-"
+        over_floor = over_hooks = "-"
         if name in FLOOR_MARGINS:
             over = round(cpu / cpu_base - floor, 2)
-            over_floor = f"+{over:.2f} ({_harness.verdict(over, FLOOR_MARGINS[name])})"
+            over_floor = f"{over:+.2f} ({_harness.verdict(over, FLOOR_MARGINS[name])})"
+            if hooks_floor is not None:
+                over_hooks = f"{cpu / cpu_base - hooks_floor:+.2f}"
         rows.append(
             [
                 name,
@@ -270,6 +302,7 @@ def main() -> None:
                 _harness.verdict(round(wall / wall_base, 2), TARGETS[name]),
                 _harness.verdict(round(cpu / cpu_base, 2), TARGETS[name]),
                 over_floor,
+                over_hooks,
             ]
         )
     _harness.table(
@@ -282,6 +315,7 @@ def main() -> None:
             "target (wall)",
             "target (CPU)",
             "over floor (CPU)",
+            "over hooks floor (CPU)",
         ],
         rows,
         f"overhead: median of {args.runs} turns per variant (2 tool calls each), ratios to "
