@@ -379,6 +379,13 @@ def _message_chars(message: BaseMessage) -> int:
     """
     content = message.content
     calls = message.tool_calls if isinstance(message, AIMessage) else []
+    if isinstance(content, str) and not calls:
+        # The common case without encoding anything: '{"role": "<type>", "content": ""}'
+        # plus the text, and ', "tool_call_id": "<id>"' for a tool result.
+        size = _text_chars(content) + len(message.type) + _EMPTY_WIRE_CHARS
+        if isinstance(message, ToolMessage):
+            size += _text_chars(message.tool_call_id) + _TOOL_CALL_ID_CHARS
+        return size
     if isinstance(content, list) and calls:
         # Providers send tool_use blocks from ``tool_calls``; count the arguments once.
         content = [
@@ -400,6 +407,8 @@ def _message_chars(message: BaseMessage) -> int:
     return size + len(json.dumps(wire, default=str, ensure_ascii=False))
 
 
+_EMPTY_WIRE_CHARS: Final = len(json.dumps({"role": "", "content": ""}))
+_TOOL_CALL_ID_CHARS: Final = len(json.dumps({"tool_call_id": ""})) - 2 + len(", ")
 _SCANNED_TEXT_CHARS: Final = 65_536
 
 
