@@ -116,6 +116,9 @@ def test_retry_shows_a_bounded_excerpt_within_budget() -> None:
     assert retry[-3] is request[-1]
     assert is_confession_request(retry)
     assert "no JSON object" in str(retry[-1].content)
+    # the report is asked about the task, not about the rejected reply just above it
+    assert "about the task above" in str(retry[-1].content)
+    assert "not about this retry" in str(retry[-1].content)
 
 
 def test_replay_binding_for_the_real_provider_classes() -> None:
