@@ -387,6 +387,17 @@ def test_the_report_is_asked_for_in_the_providers_native_schema(provider: str) -
     assert "tools" not in body
 
 
+def test_a_server_that_refuses_the_schema_field_is_asked_again_in_text() -> None:
+    refusal = Reply.http_error(400, "response_format json_schema is not supported")
+    with running_stub(ReplyQueue([refusal, Reply.text(INDEPENDENT)])) as stub:
+        findings = Calibrator(make_model(stub, "openai")).calibrate(RUN, CONFESSION)
+        native, text = stub.exchanges
+    assert [f.kind for f in findings] == ["confession_hid"]
+    assert "response_format" in native.body
+    assert "response_format" not in text.body
+    assert text.body["messages"] == native.body["messages"]
+
+
 def test_cli_audit_survives_a_failing_calibrator(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

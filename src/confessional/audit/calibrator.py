@@ -42,6 +42,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.runnables import Runnable
 
 from confessional._aio import adrive, drive
 from confessional._timeouts import await_with_timeout, run_with_timeout
@@ -298,6 +299,12 @@ def _best_match(
     return match, score
 
 
+def _refused(exc: BaseException) -> bool:
+    """An HTTP 4xx: the server refused the request (here, its schema field)."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500
+
+
 def _finding(kind: str, detail: str, subject: str) -> Finding:
     return Finding(
         kind=kind, severity="medium", evidence="confession", detail=detail, subject=subject
@@ -413,32 +420,45 @@ class Calibrator:
                 + ", ".join(map(repr, CALIBRATOR_STYLES))
             )
 
-    def _steps(self, context: CheckContext) -> Generator[list[BaseMessage], Any, list[Finding]]:
-        reply = yield calibration_request(context.episode, self.style)
+    def _steps(
+        self, context: CheckContext
+    ) -> Generator[tuple[Runnable[Any, Any], list[BaseMessage]], Any, list[Finding]]:
+        """Yields ``(model, messages)`` calls. A report is asked for natively where the
+        provider can: asked in text alone, a small model echoed the JSON schema back until
+        its token cap (11 of 22 local runs). A server that refuses the schema field (an
+        HTTP 4xx) is asked again in text."""
+        messages = calibration_request(context.episode, self.style)
+        native = bind_report_schema(self.model) if self.style == "report" else self.model
+        try:
+            reply = yield native, messages
+        except Exception as exc:
+            if native is self.model or not _refused(exc):
+                raise
+            reply = yield self.model, messages
         independent = answers_report(reply) if self.style == "questions" else parse_report(reply)
         if context.report is None:
             return flagged(independent)
         return disagreements(context.report, independent, self.min_overlap)
 
-    def _requested(self) -> Any:
-        # A report is asked for natively where the provider can: a small model asked in
-        # text alone echoed the JSON schema back until its token cap (11 of 22 local runs).
-        return bind_report_schema(self.model) if self.style == "report" else self.model
-
     def __call__(self, context: CheckContext) -> list[Finding]:
         """The check, sync: one model call on the caller's thread (or the shared timeout
         pool when the model's own client timeout does not bound it). Raises on failure,
         which the :class:`~confessional.Auditor` reports as ``check_failed``."""
-        steps, model = self._steps(context), self._requested()
+        steps = self._steps(context)
         return run_with_timeout(
-            lambda: drive(steps, model.invoke), self.timeout_s, model=self.model
+            lambda: drive(steps, lambda call: call[0].invoke(call[1])),
+            self.timeout_s,
+            model=self.model,
+            attempts=2,
         )
 
     async def acheck(self, context: CheckContext) -> list[Finding]:
         """The check, async: awaits the model on the running loop."""
-        return await await_with_timeout(
-            adrive(self._steps(context), self._requested().ainvoke), self.timeout_s
-        )
+
+        async def perform(call: tuple[Runnable[Any, Any], list[BaseMessage]]) -> Any:
+            return await call[0].ainvoke(call[1])
+
+        return await await_with_timeout(adrive(self._steps(context), perform), self.timeout_s)
 
     def _failed(self, exc: Exception) -> list[Finding]:
         cause = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
