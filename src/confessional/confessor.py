@@ -648,26 +648,17 @@ class Confessor:
             runnable, payload = call.prepared(job.traced)
             return runnable.invoke(payload, config=job.config)
 
-        reports: list[ConfessionReport] = []
-        failure: Exception | None = None
-        for sample in range(self.samples):
-            remaining = self._remaining(job, sample)
-            if remaining is None:
-                break
-            try:
-                # A model whose own client timeout bounds every attempt (the first call,
-                # the text fallback, the retries) runs right here: no hand-off to the pool.
-                reports.append(
-                    run_with_timeout(
-                        functools.partial(drive, self._dialogue(job, sample), perform),
-                        remaining,
-                        model=job.chat,
-                        attempts=self.parse_retries + 2,
-                    )
-                )
-            except Exception as exc:
-                failure = exc
-        return self._outcome(job, reports, failure)
+        def sample(step: tuple[int, float]) -> ConfessionReport:
+            # A model whose own client timeout bounds every attempt (the first call, the
+            # text fallback, the retries) runs right here: no hand-off to the pool.
+            return run_with_timeout(
+                functools.partial(drive, self._dialogue(job, step[0]), perform),
+                step[1],
+                model=job.chat,
+                attempts=self.parse_retries + 2,
+            )
+
+        return drive(self._sampling(job), sample)
 
     async def aconfess(
         self,
@@ -687,6 +678,16 @@ class Confessor:
             runnable, payload = call.prepared(job.traced)
             return await runnable.ainvoke(payload, config=job.config)
 
+        async def sample(step: tuple[int, float]) -> ConfessionReport:
+            return await await_with_timeout(adrive(self._dialogue(job, step[0]), perform), step[1])
+
+        return await adrive(self._sampling(job), sample)
+
+    # -- samples ------------------------------------------------------------------------
+
+    def _sampling(self, job: _Job) -> Generator[tuple[int, float], Any, Confession]:
+        """The samples, shared by both drivers: yields ``(sample, seconds left)`` and
+        receives that sample's report (or has its failure thrown in); returns the outcome."""
         reports: list[ConfessionReport] = []
         failure: Exception | None = None
         for sample in range(self.samples):
@@ -694,16 +695,10 @@ class Confessor:
             if remaining is None:
                 break
             try:
-                reports.append(
-                    await await_with_timeout(
-                        adrive(self._dialogue(job, sample), perform), remaining
-                    )
-                )
+                reports.append((yield sample, remaining))
             except Exception as exc:
                 failure = exc
         return self._outcome(job, reports, failure)
-
-    # -- samples ------------------------------------------------------------------------
 
     def _remaining(self, job: _Job, sample: int) -> float | None:
         """Seconds for sample ``sample``: all of ``timeout_s`` for the first, what is left
