@@ -20,13 +20,12 @@ from confessional import ConfessionOptions, ConfessionPipeline, Confessor, failu
 from confessional.audit.calibrator import Calibrator
 from confessional.cli import main
 from confessional.findings import CALIBRATOR_FINDING_KINDS, CHECK_FAILED
-from confessional.local_model import local_chat_model, silent_sink
+from confessional.local_model import DEFAULT_MAX_TOKENS, local_chat_model, silent_sink
 from confessional.testing import denying_confessor
 
 # Two shared CPU cores can be several times slower than an idle machine (240 s ran out
 # once with two other model servers busy on the same cores).
 CALIBRATION_TIMEOUT_S = 480.0
-MAX_TOKENS = 512  # the local model's default cap, which the CLI uses too
 
 INJECTED_RUN: list[Any] = [
     {
@@ -68,7 +67,8 @@ INJECTED_RUN: list[Any] = [
 
 @pytest.fixture(scope="module")
 def local_model() -> Iterator[Any]:
-    with local_chat_model(max_tokens=MAX_TOKENS, progress=silent_sink) as model:
+    # the default cap, which the CLI uses too
+    with local_chat_model(max_tokens=DEFAULT_MAX_TOKENS, progress=silent_sink) as model:
         yield model
 
 
