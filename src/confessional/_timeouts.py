@@ -39,6 +39,7 @@ __all__ = [
     "model_deadline",
     "overdue_calls",
     "run_with_timeout",
+    "start_without_shutdown_signals",
     "wait_for_overdue",
 ]
 
@@ -88,11 +89,12 @@ class DaemonPool:
             self._threads += 1
             self._waiting += 1
             name = f"{self._name}-{next(self._numbers)}"
-        threading.Thread(target=self._worker, name=name, daemon=True).start()
+        start_without_shutdown_signals(
+            threading.Thread(target=self._worker, name=name, daemon=True)
+        )
         return future
 
     def _worker(self) -> None:
-        _block_shutdown_signals()
         while True:  # counted in _waiting here
             try:
                 future, context, call = self._work.get(timeout=self.idle_timeout_s)
@@ -118,16 +120,28 @@ class DaemonPool:
                 self._waiting += 1
 
 
-def _block_shutdown_signals() -> None:
-    """Keep SIGTERM and SIGINT off this thread.
+_SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def start_without_shutdown_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with SIGTERM and SIGINT blocked in it from its first instruction.
 
     The kernel hands a process signal to any thread that does not block it, and Python
     runs handlers on the main thread only: a main thread waiting on a lock (``join()``,
-    ``Event.wait()``) is woken only when the signal lands on it. Blocking the signals in
-    our workers steers them to the main thread, so shutdown handlers run at once.
+    ``Event.wait()``) is woken only when the signal lands on it. A thread inherits its
+    creator's signal mask, so the signals are blocked here around ``start()``: a thread
+    that blocks them itself, once running, leaves a window in which a signal can land on
+    it. A signal sent meanwhile stays pending and reaches this thread when its mask is
+    restored.
     """
-    if hasattr(signal, "pthread_sigmask"):  # POSIX
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no per-thread masks
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _pool = DaemonPool(MAX_CALL_THREADS, "confessional-call")

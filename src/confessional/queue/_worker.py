@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from confessional._timeouts import _block_shutdown_signals
+from confessional._timeouts import start_without_shutdown_signals
 from confessional.health import report_failure
 from confessional.queue._store import ClaimedJob, QueueListener, QueueStore, worker_name
 
@@ -91,12 +91,8 @@ class QueueWorker:
             self._spawn(lambda: self._listen_loop(listener), "confessional-queue-listen")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        def run() -> None:
-            _block_shutdown_signals()  # the main thread handles SIGTERM and SIGINT
-            target()
-
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        thread.start()
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        start_without_shutdown_signals(thread)  # the main thread handles SIGTERM and SIGINT
         self._threads.append(thread)
 
     def wake(self) -> None:
