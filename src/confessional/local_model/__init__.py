@@ -98,8 +98,8 @@ IDENTITY_METADATA_KEY: Final = "confessional_local_model"
 DEFAULT_MAX_TOKENS: Final = 1024
 """Per-request completion cap (the server's own cap, see :class:`ServerSettings`): a small
 model can emit newlines until the context is full. At 512, 3 of 40 confessions in the
-``--runs 5`` eval were reports of seven or more objectives cut off before they closed; the
-same run, seed and request at 1024 closed its report in 594 tokens."""
+``--runs 5`` eval were cut off before their report closed (the one read back listed seven
+or more objectives); the same run, seed and request at 1024 closed it in 594 tokens."""
 DEFAULT_SEED: Final = 1234
 DEFAULT_REPEAT_PENALTY: Final = 1.15
 """llama.cpp's ``repeat_penalty`` (1.0 turns it off). Without it the 1.5B model, asked for a
