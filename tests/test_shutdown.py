@@ -114,7 +114,11 @@ def _spooled(path: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        "PYTHONFAULTHANDLER": "1",
+    }
 
 
 def _run_child(
@@ -139,6 +143,11 @@ def _run_child(
             child.send_signal(signum)
         try:
             child.wait(timeout=FLUSH_TIMEOUT_S + 20)
+        except subprocess.TimeoutExpired:
+            # A hung child prints every thread's stack (PYTHONFAULTHANDLER) before dying.
+            child.send_signal(signal.SIGABRT)
+            _, stderr = child.communicate(timeout=10)
+            pytest.fail(f"the child did not exit after the signal; its threads:\n{stderr}")
         finally:
             child.kill()
         elapsed = time.monotonic() - sent
