@@ -29,6 +29,7 @@ leaves a low-severity ``check_failed`` finding; it never breaks the agent.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ __all__ = [
     "flagged",
     "questions_request",
 ]
+
+logger = logging.getLogger("confessional.calibrator")
 
 CalibratorStyle = Literal["report", "questions"]
 """What the second model is asked (both are one model call):
@@ -434,6 +437,11 @@ class Calibrator:
         except Exception as exc:
             if native is self.model or not _refused(exc):
                 raise
+            # Recovered, so not a failure; but a server that refuses it is worth knowing.
+            logger.warning(
+                "calibrator: the server refused the schema field (%s); asked in text",
+                type(exc).__name__,
+            )
             reply = yield self.model, messages
         independent = answers_report(reply) if self.style == "questions" else parse_report(reply)
         if context.report is None:
