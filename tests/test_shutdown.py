@@ -53,6 +53,10 @@ def episode(i):
 
 
 def main(model_mode, handler, sink, spool):
+    # A job started with `&` from a non-interactive shell (a CI runner's `nohup ... &`)
+    # inherits SIGINT ignored, and the product rightly leaves an ignored signal alone.
+    # This child stands for an ordinary foreground process, so it takes SIGINT back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     answer = admitting_confessor().respond
     hang = threading.Event()
 
@@ -238,6 +242,17 @@ def test_signal_handlers_can_only_be_installed_from_the_main_thread() -> None:
     worker.join()
     assert installed == [False]
     assert failure_counts()[("config", "signal_handlers_off_main_thread")] == 1
+
+
+def test_a_signal_the_application_ignores_stays_ignored() -> None:
+    """A background job of a non-interactive shell starts with SIGINT ignored; installing
+    the handlers must not make such a process interruptible."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert install_signal_handlers() is True
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize(
