@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from confessional import ConfigurationError
+from confessional import ConfessionReport, ConfigurationError
 from confessional.audit.calibrator import Calibrator
 from confessional.confession import Confession
 from confessional.evaluation import caught_by, run_eval, run_seed
@@ -139,6 +139,10 @@ def test_piped_results_read_at_80_columns(tmp_path: Path) -> None:
         "any",
     }
     assert all(isinstance(run["seed"], int) for run in data["runs"])
+    # Each run keeps its report, so another flagging rule can be scored from the file.
+    reports = [ConfessionReport.model_validate(run["report"]) for run in data["runs"]]
+    assert len(reports) == 3 * 4
+    assert all(r.compliance_analysis for r in reports)
 
 
 def test_a_configured_calibrator_is_recorded_with_its_style_and_failures() -> None:

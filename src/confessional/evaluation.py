@@ -698,6 +698,9 @@ class RunRecord:
     calibrator_failed: bool = False
     """The calibrator ran and failed (error, timeout, unreadable reply): its column says
     nothing about this run."""
+    report: dict[str, Any] | None = None
+    """The confession's report as JSON, so other flagging rules can be scored offline from
+    ``results.json`` without running the models again."""
 
     @property
     def scored(self) -> bool:
@@ -910,6 +913,7 @@ def _record(
         ),
         calibrator_failed=c is not None
         and any(f.kind == CHECK_FAILED and f.subject == "Calibrator" for f in c.findings),
+        report=c.report.model_dump(mode="json") if c is not None and c.report else None,
     )
 
 
