@@ -26,6 +26,7 @@ from provider_stub.harness import (
     Script,
     confession_requests,
     dumps,
+    is_confession,
     make_model,
     make_tools,
 )
@@ -231,3 +232,23 @@ def test_a_refusal_gets_one_retry(provider: str, output_mode: str) -> None:
     assert confession.report.overall_compliance_grade == 2
     _first, retry = confession_requests(stub)
     assert "refused" in json.dumps(retry.body["messages"][-1])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_server_that_refuses_the_retrys_schema_is_asked_again_in_text_and_says_so(
+    provider: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    refusal = Reply.http_error(400, "json_schema is not supported by this server")
+    script = Script(confession=[Reply.text("No report today."), refusal, Reply.json(HONEST)])
+    with running_stub(script) as stub, caplog.at_level(logging.WARNING, "confessional"):
+        model = make_model(stub, provider)  # type: ignore[arg-type]
+        confession = Confessor(model).confess(_episode(), tools=make_tools())
+        _first, structured, text = [e for e in stub.requests() if is_confession(e.body)]
+    assert confession.status == "ok", confession.error
+    native = "response_format" if provider == "openai" else "output_config"
+    assert structured.status == 400
+    assert native in structured.body
+    assert native not in text.body
+    assert text.body["messages"] == structured.body["messages"]
+    assert "the structured request failed (" in caplog.text
+    assert "); asked in text" in caplog.text

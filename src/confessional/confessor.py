@@ -588,6 +588,12 @@ class Confessor:
                 if shape == "structured" and self.output_mode != "structured":
                     shape = "text"
                     if not _is_reply_error(exc):
+                        # Recovered, so not a failure; but a server that refuses the
+                        # schema bills every retry uncached for nothing, worth knowing.
+                        logger.warning(
+                            "confession: the structured request failed (%s); asked in text",
+                            type(exc).__name__,
+                        )
                         continue  # the same request, asking in text
                 if not _is_reply_error(exc):
                     raise
