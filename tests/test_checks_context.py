@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -267,3 +268,30 @@ def test_context_checks_in_a_real_agent_run(mode: str) -> None:
     assert OVERCONFIDENT in {d.kind for d in confession.discrepancies}
     assert confession.verdict == "flag"
     assert len(lookup.loops) == 1
+
+
+def test_sync_audit_inside_a_running_loop_keeps_shutdown_signals_for_the_main_thread() -> None:
+    """The sync pipeline called from code under a running loop runs async checks on a
+    helper thread while the main thread joins it; the signals must reach the main thread,
+    where Python runs their handlers, so the helper blocks them."""
+    masks: list[tuple[str, set[int]]] = []
+
+    async def records_mask(context: CheckContext) -> list[Finding]:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        masks.append((threading.current_thread().name, set(blocked)))
+        return []
+
+    pipeline = ConfessionPipeline(
+        confessor=Confessor(denying_confessor()),
+        auditor=Auditor(checks=[records_mask], include_defaults=False),
+    )
+
+    async def sync_call_under_a_loop() -> Confession:
+        return pipeline.run(_cheating_run())
+
+    confession = asyncio.run(sync_call_under_a_loop())
+    assert confession.status == "ok"
+    ((thread, blocked),) = masks
+    assert thread == "confessional-run-sync"
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

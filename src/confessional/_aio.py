@@ -9,6 +9,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
+from confessional._timeouts import start_without_shutdown_signals
+
 __all__ = ["adrive", "drive", "run_sync"]
 
 _T = TypeVar("_T")
@@ -39,7 +41,7 @@ def run_sync(awaitable: Awaitable[_T]) -> _T:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name="confessional-run-sync")
-    thread.start()
+    start_without_shutdown_signals(thread)  # the main thread, joining it, must get them
     thread.join()
     if "error" in outcome:
         raise outcome["error"]

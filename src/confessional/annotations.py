@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from confessional._timeouts import start_without_shutdown_signals
 from confessional.confession import Confession
 from confessional.errors import require_extra
 from confessional.health import report_failure
@@ -595,7 +596,7 @@ class MlflowFeedback:
             self._worker = threading.Thread(
                 target=self._retry, name="confessional-mlflow-feedback", daemon=True
             )
-            self._worker.start()
+            start_without_shutdown_signals(self._worker)
 
     def _retry(self) -> None:
         while not self._stopped.wait(self.retry_every_s):

@@ -26,6 +26,7 @@ from typing import Any, cast
 from opentelemetry import trace
 
 from confessional import semconv
+from confessional._timeouts import start_without_shutdown_signals
 from confessional.background import install_signal_handlers, on_shutdown
 from confessional.confession import Confession
 from confessional.confessor import Confessor, model_name_of
@@ -224,9 +225,10 @@ def _stop(worker: QueueWorker | None, store: QueueStore, timeout: float) -> None
 
 
 def _stop_detached(worker: QueueWorker | None, store: QueueStore, timeout: float) -> None:
-    threading.Thread(
+    stopper = threading.Thread(
         target=_stop, args=(worker, store, timeout), name="confessional-queue-stop", daemon=True
-    ).start()
+    )
+    start_without_shutdown_signals(stopper)
 
 
 _PRODUCERS: weakref.WeakKeyDictionary[ConfessionPipeline, _Producer] = weakref.WeakKeyDictionary()
