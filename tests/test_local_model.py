@@ -274,9 +274,14 @@ def test_gguf_metadata_is_read_from_the_cached_file(served: Served) -> None:
     assert json.dumps(metadata.summary())  # serialisable, as results.json needs
 
 
-def test_request_log_keeps_each_request_with_its_reply(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra_body", [None, {"top_k": 20}])
+def test_request_log_keeps_each_request_with_its_reply(
+    tmp_path: Path, extra_body: dict[str, Any] | None
+) -> None:
     log_path = tmp_path / "requests.jsonl"
-    with local_chat_model(max_tokens=8, request_log=log_path, progress=silent_sink) as model:
+    with local_chat_model(
+        max_tokens=8, request_log=log_path, progress=silent_sink, extra_body=extra_body
+    ) as model:
         reply = model.invoke("Reply with the single word: ready")
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert len(lines) == 1
@@ -285,3 +290,6 @@ def test_request_log_keeps_each_request_with_its_reply(tmp_path: Path) -> None:
     assert lines[0]["request"]["messages"][-1]["content"] == "Reply with the single word: ready"
     assert lines[0]["reply"]["choices"][0]["message"]["content"] == reply.text
     assert lines[0]["reply"]["usage"]["completion_tokens"] <= 8  # the cap held
+    # the caller's extra fields go with the managed model's own
+    assert lines[0]["request"]["repeat_penalty"] == DEFAULT_REPEAT_PENALTY
+    assert {k: lines[0]["request"][k] for k in extra_body or {}} == (extra_body or {})

@@ -265,7 +265,8 @@ def local_chat_model(
         log_path = request_log or os.environ.get(REQUEST_LOG_ENV)
         logged = _RequestLog(Path(log_path)).clients(timeout_s) if log_path else {}
         options.update(logged)
-        extra_body = {"repeat_penalty": repeat_penalty, **chat_kwargs.pop("extra_body", {})}
+        extra_body = chat_kwargs.pop("extra_body", None) or {}  # None: no extra fields
+        extra_body = {"repeat_penalty": repeat_penalty, **extra_body}
         options.update(chat_kwargs, extra_body=extra_body)
         try:
             yield ChatOpenAI(**options)
