@@ -243,6 +243,14 @@ def test_drain_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "drain needs the model that confesses" in output
 
 
+def test_the_worker_shares_the_settings_flags_and_names_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["worker", "--queue", "postgresql://127.0.0.1:1/never-reached"])
+    assert code == 2
+    assert "worker needs the model that confesses" in capsys.readouterr().err
+
+
 def test_the_leftovers_of_an_interrupted_drain_are_drained_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,6 +52,19 @@ def add_parser(subparsers: Any) -> None:
         "fail again are spooled back for the next drain.",
     )
     parser.add_argument("spool", type=Path, metavar="SPOOL", help="the spool file")
+    add_settings_arguments(parser)
+    parser.add_argument(
+        "--queue",
+        metavar="URL",
+        help="load the spooled episodes into this PostgreSQL queue instead of confessing "
+        "them here (workers confess them; no model needed)",
+    )
+    parser.set_defaults(run=run)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--options``, ``--model`` and ``--out``: where a command that confesses outside the
+    agent's process (drain, worker) gets the agent's settings; see :func:`load_options`."""
     parser.add_argument(
         "--options",
         metavar="MODULE:ATTR",
@@ -64,17 +77,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="also append the confessions to this JSONL file"
     )
-    parser.add_argument(
-        "--queue",
-        metavar="URL",
-        help="load the spooled episodes into this PostgreSQL queue instead of confessing "
-        "them here (workers confess them; no model needed)",
-    )
-    parser.set_defaults(run=run)
 
 
-def load_options(spec: str | None, model: str | None, out: Path | None) -> Any:
-    """The drain's :class:`~confessional.ConfessionOptions` from the command's flags."""
+def load_options(args: argparse.Namespace, command: str = "drain") -> Any:
+    """The :class:`~confessional.ConfessionOptions` from the flags of
+    :func:`add_settings_arguments`; ``command`` names the command in errors."""
+    spec, model, out = args.options, args.model, args.out
     from confessional.options import ConfessionOptions
     from confessional.sinks import JsonlSink
 
@@ -104,7 +112,7 @@ def load_options(spec: str | None, model: str | None, out: Path | None) -> Any:
     options = ConfessionOptions.merge(options, settings)
     if not options.has_model:
         raise ConfigurationError(
-            "drain needs the model that confesses: pass --model provider:model, or "
+            f"{command} needs the model that confesses: pass --model provider:model, or "
             "--options MODULE:ATTR with a model or confessor"
         )
     return options
@@ -165,7 +173,7 @@ def run(args: argparse.Namespace, out: Printer) -> int:
 
     if args.queue:
         return _into_queue(args.spool, args.queue, out)
-    options = load_options(args.options, args.model, args.out)
+    options = load_options(args)
     pipeline = ConfessionPipeline(options)  # builds the model: fails before the spool is touched
     spool_path: Path = args.spool
     if not spool_path.exists() and not list(

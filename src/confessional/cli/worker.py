@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from confessional._render import Printer
+from confessional.cli.drain import add_settings_arguments, load_options
 from confessional.errors import ConfigurationError
 
 __all__ = ["add_parser", "run"]
@@ -41,18 +41,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="URL",
         help="the PostgreSQL URL of the queue; default: the queue of --options",
     )
-    parser.add_argument(
-        "--options",
-        metavar="MODULE:ATTR",
-        help="a ConfessionOptions (or a function returning one) to import: the settings "
-        "the agent itself uses",
-    )
-    parser.add_argument(
-        "--model", help="the confessing model, an init_chat_model string (provider:model)"
-    )
-    parser.add_argument(
-        "--out", type=Path, metavar="FILE", help="also append the confessions to this JSONL file"
-    )
+    add_settings_arguments(parser)
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -78,15 +67,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: Printer) -> int:
-    from confessional.cli.drain import load_options
     from confessional.cli.queue import migrate
     from confessional.queue import QueueStore, QueueWorker
     from confessional.queue._deliver import JobExecutor, worker_pipeline
 
-    try:
-        options = load_options(args.options, args.model, args.out)
-    except ConfigurationError as exc:  # its messages name the drain command
-        raise ConfigurationError(str(exc).replace("drain needs", "worker needs", 1)) from None
+    options = load_options(args, "worker")
     url = args.queue or options.queue
     if not url:
         raise ConfigurationError(
