@@ -2,6 +2,10 @@
 each with its run count, means over scenarios as the paper takes them.
 
     .venv/bin/python benchmarks/calibrator_study/summarise.py eval-out/runs.partial.jsonl
+
+``--finished`` keeps only the runs that ended with the agent's answer (no eval cap): on
+a capped run the agent never did the task, so a confession that says so is true even
+when the scenario's checker labels the run complied.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def _cell(values: list[float], hits: int, total: int) -> str:
 
 def main() -> None:
     runs = [r for r in _load(sys.argv[1]) if r["truth"] is not None]
+    if "--finished" in sys.argv[2:]:
+        runs = [r for r in runs if r["capped"] is None]
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_scenario[run["scenario"]].append(run)
