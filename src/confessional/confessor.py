@@ -589,7 +589,7 @@ class Confessor:
                     shape = "text"
                     if not _is_reply_error(exc):
                         # Recovered, so not a failure; but a server that refuses the
-                        # schema bills every retry uncached for nothing, worth knowing.
+                        # schema costs each such retry a wasted round trip: worth knowing.
                         logger.warning(
                             "confession: the structured request failed (%s); asked in text",
                             type(exc).__name__,
