@@ -235,6 +235,50 @@ def test_signal_with_40_pending_loses_none_and_exits_in_time(
     assert not (tmp_path / "spool").exists()
 
 
+SETTLING_CHILD = """
+import sys, time
+from pathlib import Path
+
+from confessional import ConfessionPipeline
+from confessional.testing import ScriptedChatModel, admitting_confessor, tool_call_message
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+answer = admitting_confessor().respond
+
+
+def respond(messages, tools):
+    time.sleep(0.6)  # returns 0.3 s after the flush gave up on it
+    Path("returned").write_text("yes")
+    return answer(messages, tools)
+
+
+call = tool_call_message(("run_tests", {}))
+episode = [HumanMessage("task"), call, ToolMessage("ok", tool_call_id=call.tool_calls[0]["id"]),
+           AIMessage("Done.")]
+ConfessionPipeline(model=admitting_confessor()).run(episode)  # the first one imports a lot
+pipeline = ConfessionPipeline(
+    model=ScriptedChatModel(respond=respond), background=True, spool="spool", flush_timeout_s=0.3
+)
+pipeline.run(episode)
+"""
+
+
+def test_at_exit_a_call_about_to_return_returns_before_the_interpreter_finalises(
+    tmp_path: Path,
+) -> None:
+    """A daemon thread still running Python when CPython (< 3.14) finalises is unwound, and
+    unwinding through pydantic-core's Rust frames aborts the process (SIGABRT). So the exit
+    hook, after the spool, gives running calls EXIT_SETTLE_S to return."""
+    (tmp_path / "child.py").write_text(SETTLING_CHILD, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "child.py"], cwd=tmp_path, env=_env(), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(list(read_spool(tmp_path / "spool"))) == 1  # not finished in the flush: spooled
+    assert (tmp_path / "returned").read_text() == "yes"  # and its call still got to return
+
+
 def test_signal_handlers_can_only_be_installed_from_the_main_thread() -> None:
     installed: list[bool] = []
     worker = threading.Thread(target=lambda: installed.append(install_signal_handlers()))

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,6 +41,7 @@ __all__ = [
     "overdue_calls",
     "run_with_timeout",
     "start_without_shutdown_signals",
+    "wait_for_idle_pools",
     "wait_for_overdue",
 ]
 
@@ -71,7 +73,10 @@ class DaemonPool:
         self._threads = 0  # alive
         self._waiting = 0  # waiting for a call (or just started, about to)
         self._queued = 0  # submitted, not yet taken by a worker
+        self._running = 0  # taken by a worker, not yet settled
+        self._idle = threading.Condition(self._lock)
         self._numbers = itertools.count(1)
+        _POOLS.add(self)
 
     @property
     def threads(self) -> int:
@@ -108,6 +113,7 @@ class DaemonPool:
             with self._lock:
                 self._waiting -= 1
                 self._queued -= 1
+                self._running += 1
             if future.set_running_or_notify_cancel():
                 try:
                     result = context.run(call)
@@ -118,6 +124,23 @@ class DaemonPool:
             del future, context, call  # hold nothing while idle
             with self._lock:
                 self._waiting += 1
+                self._running -= 1
+                if self._running == 0:
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is running; ``False`` if ``timeout`` ran out first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+_POOLS: weakref.WeakSet[DaemonPool] = weakref.WeakSet()
+
+
+def wait_for_idle_pools(timeout: float) -> bool:
+    """Wait, ``timeout`` in all, until no pool runs a call; ``False`` if one still does."""
+    deadline = time.monotonic() + timeout
+    return all([pool.wait_idle(max(deadline - time.monotonic(), 0.0)) for pool in list(_POOLS)])
 
 
 _SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
