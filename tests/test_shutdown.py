@@ -247,7 +247,7 @@ answer = admitting_confessor().respond
 
 
 def respond(messages, tools):
-    time.sleep(0.6)  # returns 0.3 s after the flush gave up on it
+    time.sleep(0.45)  # returns 0.15 s after the flush gave up on it
     Path("returned").write_text("yes")
     return answer(messages, tools)
 
