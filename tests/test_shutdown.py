@@ -236,7 +236,7 @@ def test_signal_with_40_pending_loses_none_and_exits_in_time(
 
 
 SETTLING_CHILD = """
-import sys, time
+import time
 from pathlib import Path
 
 from confessional import ConfessionPipeline
