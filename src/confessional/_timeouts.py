@@ -35,6 +35,7 @@ from confessional.health import report_failure
 
 __all__ = [
     "MAX_CALL_THREADS",
+    "SHUTDOWN_SIGNALS",
     "DaemonPool",
     "await_with_timeout",
     "model_deadline",
@@ -73,8 +74,7 @@ class DaemonPool:
         self._threads = 0  # alive
         self._waiting = 0  # waiting for a call (or just started, about to)
         self._queued = 0  # submitted, not yet taken by a worker
-        self._running = 0  # taken by a worker, not yet settled
-        self._idle = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # notified when no call runs
         self._numbers = itertools.count(1)
         _POOLS.add(self)
 
@@ -113,7 +113,6 @@ class DaemonPool:
             with self._lock:
                 self._waiting -= 1
                 self._queued -= 1
-                self._running += 1
             if future.set_running_or_notify_cancel():
                 try:
                     result = context.run(call)
@@ -124,14 +123,14 @@ class DaemonPool:
             del future, context, call  # hold nothing while idle
             with self._lock:
                 self._waiting += 1
-                self._running -= 1
-                if self._running == 0:
+                if self._waiting == self._threads:
                     self._idle.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no call is running; ``False`` if ``timeout`` ran out first."""
+        """Wait until no call is running (every thread waits for one); ``False`` if
+        ``timeout`` ran out first."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
+            return self._idle.wait_for(lambda: self._waiting == self._threads, timeout)
 
 
 _POOLS: weakref.WeakSet[DaemonPool] = weakref.WeakSet()
@@ -143,7 +142,8 @@ def wait_for_idle_pools(timeout: float) -> bool:
     return all([pool.wait_idle(max(deadline - time.monotonic(), 0.0)) for pool in list(_POOLS)])
 
 
-_SHUTDOWN_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
+SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+"""The signals that shut a process down, whose handlers the main thread runs."""
 
 
 def start_without_shutdown_signals(thread: threading.Thread) -> None:
@@ -160,7 +160,7 @@ def start_without_shutdown_signals(thread: threading.Thread) -> None:
     if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no per-thread masks
         thread.start()
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     try:
         thread.start()
     finally:

@@ -39,7 +39,7 @@ from concurrent.futures import wait as futures_wait
 from types import FrameType
 from typing import Any, Final, Literal, Protocol
 
-from confessional._timeouts import DaemonPool, wait_for_idle_pools
+from confessional._timeouts import SHUTDOWN_SIGNALS, DaemonPool, wait_for_idle_pools
 from confessional.confession import Confession
 from confessional.health import report_failure
 
@@ -58,16 +58,14 @@ DEFAULT_FLUSH_TIMEOUT_S: Final = 5.0
 period ``docker stop`` gives before SIGKILL (Kubernetes gives 30 s), which leaves the
 application time for its own shutdown; the rest is spooled, not lost."""
 
-SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-
 EXIT_SETTLE_S: Final = 0.5
 """At interpreter exit, after the flush and the spool: how long confession calls still
 running (their results discarded) get to return before the interpreter finalises. CPython
 before 3.14 ends a daemon thread that takes the GIL during finalisation by unwinding its
 stack; unwinding through a Rust extension's frames (pydantic-core validating a reply)
-aborts the whole process ("FATAL: exception not rethrown", SIGABRT: 2 of 30 SIGINT exits
-of the shutdown test's child). A call about to return returns meanwhile; a hung one stays
-blocked in C, where the exit is safe."""
+aborts the whole process ("FATAL: exception not rethrown", SIGABRT: 3 of 70 SIGINT exits
+of the shutdown test's child, 0 of 120 with this wait). A call about to return returns
+meanwhile; a hung one stays blocked in C, where the exit is safe."""
 
 _RUNNERS: weakref.WeakSet[BackgroundRunner] = weakref.WeakSet()
 _counts: Counter[str] = Counter()
