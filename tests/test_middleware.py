@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain.agents.middleware.types import ExtendedModelResponse, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -51,6 +52,35 @@ def test_invalid_trigger_names_valid_ones() -> None:
 def test_model_and_confessor_with_own_model_conflict() -> None:
     with pytest.raises(ConfigurationError, match="not both"):
         ConfessionMiddleware(admitting_confessor(), confessor=Confessor(admitting_confessor()))
+
+
+_CONFESSION_KEYS = {
+    "confessions",
+    "confession_steps_left",
+    "confession_withheld",
+    "confession_pending",
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "keys"),
+    [
+        ({}, {"confessions", "confession_steps_left"}),
+        ({"trigger": "tool_round"}, {"confessions"}),
+        (
+            {"policy": ConfessionPolicy(on_violation="end")},
+            {"confessions", "confession_steps_left", "confession_withheld"},
+        ),
+        ({"policy": ConfessionPolicy(on_violation="interrupt")}, _CONFESSION_KEYS),
+    ],
+    ids=["flag", "tool_round", "end", "interrupt"],
+)
+def test_the_agent_state_has_only_the_keys_the_configuration_writes(
+    settings: dict[str, Any], keys: set[str]
+) -> None:
+    middleware = ConfessionMiddleware(admitting_confessor(), **settings)
+    agent = create_agent(cheating_agent(), example_tools(), middleware=[middleware])
+    assert _CONFESSION_KEYS & set(agent.channels) == keys
 
 
 def _request(model: Any, messages: list[Any]) -> ModelRequest[Any]:

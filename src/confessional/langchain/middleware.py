@@ -44,7 +44,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
 from langchain.agents.middleware.internal_call_transformer import InternalCallTransformer
 from langchain.agents.middleware.types import (
@@ -89,17 +89,30 @@ Trigger = Literal["turn", "tool_round"]
 (after each tool round, before the next model call)."""
 
 
-class ConfessionAgentState(AgentState[Any]):
-    """Agent state keys added by :class:`ConfessionMiddleware`."""
-
+class _ToolRoundState(AgentState[Any]):
     # LangGraph reads the reducer from the last Annotated entry.
     confessions: NotRequired[Annotated[list[Confession], OmitFromInput, operator.add]]
-    confession_withheld: NotRequired[Annotated[list[AnyMessage], OmitFromInput, operator.add]]
-    confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
-    """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
+
+
+class _TurnState(_ToolRoundState):
     confession_steps_left: NotRequired[Annotated[int | None, PrivateStateAttr]]
     """Graph steps left before the recursion limit at the last model call that called
     tools: the next call measures the loop's length from it (see ``_last_model_call``)."""
+
+
+class _HaltingTurnState(_TurnState):
+    confession_withheld: NotRequired[Annotated[list[AnyMessage], OmitFromInput, operator.add]]
+
+
+class ConfessionAgentState(_HaltingTurnState):
+    """Agent state keys added by :class:`ConfessionMiddleware`: every key any
+    configuration adds. A middleware declares only the keys its configuration can write
+    (each state key costs every graph step a channel read and copy): ``confessions``;
+    ``confession_steps_left`` with ``trigger="turn"``; ``confession_withheld`` when its
+    policy can halt; ``confession_pending`` when a turn can pause for review."""
+
+    confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
+    """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +200,21 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         # request (a tool's exception, a limit's end) replay with them.
         self._agent: tuple[BaseChatModel | None, list[Any] | None] = (None, None)
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
-        if trigger == "turn" and self.policy.on_violation == "interrupt":
+        reviews = trigger == "turn" and self.policy.on_violation == "interrupt"
+        # Only the keys this configuration writes: each key costs every graph step a
+        # channel. Every key is NotRequired, so the hooks read any of these states as a
+        # ConfessionAgentState.
+        self.state_schema = cast(
+            "type[ConfessionAgentState]",
+            ConfessionAgentState
+            if reviews
+            else _ToolRoundState
+            if trigger == "tool_round"
+            else _HaltingTurnState
+            if self.policy.halts
+            else _TurnState,
+        )
+        if reviews:
             # LangChain adds a graph node for every hook it finds on the class, so only
             # the configuration that pauses a turn has one (once per turn, after_agent).
             self.__class__ = _ReviewingConfessionMiddleware
