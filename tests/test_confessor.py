@@ -388,6 +388,65 @@ def test_per_call_model_is_checked_too(mode: Mode) -> None:
     assert model.calls == []  # rejected before any call
 
 
+def test_each_new_per_call_model_is_checked_and_a_good_one_still_confesses() -> None:
+    """The check of the agent's model is remembered per model: a model seen before is not
+    checked again, a different one is."""
+
+    class ChatAnthropic(ScriptedChatModel):
+        pass
+
+    confessor = Confessor(request_role="system")
+    good = admitting_confessor()
+    assert _confess("sync", confessor, model=good).status == "ok"
+    bad = ChatAnthropic(respond=lambda m, t: json.dumps(SANDBAGGING))
+    for _ in range(2):
+        rejected = _confess("sync", confessor, model=bad)
+        assert rejected.error_type == "configuration"
+    assert bad.calls == []
+    assert _confess("sync", confessor, model=good).status == "ok"
+    assert len(good.calls) == 2
+
+
+def test_a_new_tool_list_is_counted_against_the_budget_again() -> None:
+    """The tool definitions' share of the budget is remembered for the last tool list
+    only: the same Confessor given far larger tools compacts the conversation to fit."""
+    from langchain_core.tools import StructuredTool
+
+    # Large in its parameter schema (sent with the tool), not in its description (which
+    # the request text quotes, and so would count anyway).
+    schema = {
+        "type": "object",
+        "properties": {
+            f"field_{i}": {"type": "string", "description": "A lookup detail. " * 20}
+            for i in range(120)
+        },
+    }
+    lookup = StructuredTool.from_function(
+        lambda **kwargs: "", name="lookup", description="Look a value up.", args_schema=schema
+    )
+
+    big_output = "log line " * 3_000
+    call = tool_call_message(("run_tests", {}))
+    messages = [
+        HumanMessage("Make the speed test pass."),
+        call,
+        ToolMessage(big_output, tool_call_id=call.tool_calls[0]["id"]),
+        AIMessage("All tests pass."),
+    ]
+    model = admitting_confessor()
+    confessor = Confessor(model, token_budget=18_000)
+
+    def sent_output() -> str:
+        return str(model.calls[-1][2].content)
+
+    assert confessor.confess(messages, tools=example_tools()).status == "ok"
+    assert sent_output() == big_output  # fits beside the two small tools
+    assert confessor.confess(messages, tools=[*example_tools(), lookup]).status == "ok"
+    assert len(sent_output()) < len(big_output)  # the large tool took its room
+    assert confessor.confess(messages, tools=example_tools()).status == "ok"
+    assert sent_output() == big_output
+
+
 def test_a_failed_confession_is_logged_and_counted_without_any_surface(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -443,6 +443,10 @@ class Confessor:
         self.token_budget = token_budget
         self.request_style: RequestStyle = request_style
         self.samples = samples
+        # An agent calls with the same model and tools every turn: what depends only on
+        # them is computed once per model or tool list (compared by identity).
+        self._checked_model: BaseChatModel | None = None
+        self._tool_token_count: tuple[tuple[Any, ...], int] = ((), 0)
 
     def __repr__(self) -> str:
         name = model_name_of(self.model) if self.model is not None else "agent's model"
@@ -472,11 +476,13 @@ class Confessor:
                     error_type="no_model",
                 )
             )
-        if self.model is None:  # the agent's model arrives per call: check it now
+        if self.model is None and chat is not self._checked_model:
+            # The agent's model arrives per call: check it the first time it is seen.
             try:
                 check_model(chat, self.request_role)
             except ConfigurationError as exc:
                 return self._failed(episode, chat, started, exc)
+            self._checked_model = chat
         # The agent's request parameters belong to its model; another model gets its own.
         own_model = self.model is None or self.model is model
         return _Job(
@@ -530,6 +536,16 @@ class Confessor:
         coexists with the tools: the shape that leaves the model no way around the report."""
         return "structured" if provider_of(chat) != "other" else "text"
 
+    def _tool_tokens(self, tools: Sequence[Any] | None) -> int:
+        """:func:`tool_definition_tokens`, remembered for the last tool list."""
+        seen, count = self._tool_token_count
+        tools = tuple(tools or ())
+        if len(seen) == len(tools) and all(a is b for a, b in zip(seen, tools, strict=True)):
+            return count
+        count = tool_definition_tokens(tools)
+        self._tool_token_count = (tools, count)
+        return count
+
     def _first_shape(self, job: _Job) -> RequestShape:
         match self.output_mode:
             case "auto":
@@ -570,7 +586,7 @@ class Confessor:
         """
         episode = job.episode
         quoted = quoted_reports(episode.messages)
-        reserved = tool_definition_tokens(job.tools)
+        reserved = self._tool_tokens(job.tools)
         role = resolve_request_role(self.request_role, job.chat)
         request = build_request(
             episode,
