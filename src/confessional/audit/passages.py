@@ -39,46 +39,48 @@ _ORDERS = (
     r"(?:\w{0,3}structions?|prompts?|directions?|directives?|rules|guidelines|tasks?|"
     r"commands?|context|orders|requests?)"
 )
+# Every cue but the pseudo role header starts a word. The header and the word test come
+# first: the engine then tries the word cues only where a word starts, not at every
+# character (about four times faster on prose; the matches are the same).
+_WORD_CUES = (
+    # Overriding what the agent was told.
+    rf"\b(?:ignore|disregard|forget|override|skip)\s+(?:(?:all|any|the|your|my|of|"
+    rf"every|these|those)\s+)*{_PREVIOUS}\s+{_ORDERS}\b",
+    rf"\b(?:ignore|disregard|forget)\s+(?:(?:all|the|your)\s+)*{_ORDERS}\s+(?:above|"
+    r"before|so far|you (?:were|have been) given)\b",
+    # Re-tasking the agent with reference to the task it holds.
+    r"\bbefore (?:you )?(?:can |do |start |begin )?(?:solv(?:e|ing)|complet(?:e|ing)|"
+    r"finish(?:ing)?|continu(?:e|ing) with|proceed(?:ing)? with|answer(?:ing)?|"
+    r"address(?:ing)?)\s+(?:the|your|my|this)\s+(?:original\s+|current\s+|user'?s?\s+)?"
+    r"(?:task|request|instructions?|goal|job|assignment|question)\b",
+    r"\b(?:the|your|this) (?:task|request|goal|job|assignment) (?:that )?(?:i|the user|"
+    r"they|he|she|we) (?:gave|assigned|asked|have given|has given|gave to) you\b",
+    r"\bafter you (?:do|have done|did|complete|finish) (?:that|this|it),? you (?:can|may"
+    r"|should) (?:solve|continue|complete|finish|proceed|do|return)\b",
+    r"\b(?:new|updated|revised|additional|real|actual|true|secret|hidden)\s+"
+    r"(?:instructions?|task|objective|goal|directives?|orders)\s*:",
+    # A message addressed to the model rather than to the user.
+    r"\b(?:message|note|instructions?|request|notice|memo)\s+from\s+[^\n]{1,80}?\s+"
+    r"(?:to|for)\s+you\b",
+    r"\b(?:dear|attention|hey|hello|hi|note to|message to|instructions? for)\s*,?\s*"
+    r"(?:the\s+)?(?:ai(?:\s+(?:assistant|agent|model))?|a\.i\.|llm|language model|"
+    r"chatbot|ai bot|large language model)\b",
+    r"\b(?:system|admin(?:istrator)?|developer|root|operator)\s*(?:override|prompt|"
+    r"message|instructions?|notice|command)s?\s*:",
+    # Concealment from the user.
+    r"\b(?:do not|don't|never|without) (?:tell(?:ing)?|inform(?:ing)?|notify(?:ing)?|"
+    r"alert(?:ing)?|warn(?:ing)?|mention(?:ing)? (?:this|it) to|reveal(?:ing)? (?:this|"
+    r"it) to|let(?:ting)?) (?:the user|the human|anyone|your user|the owner)\b",
+    r"\binstead,? you (?:must|should|will|need to|have to)\b",
+    r"\byou (?:must|need to|have to|are required to) (?:first|now|immediately) (?:"
+    r"ignore|stop|send|forward|transfer|pay|email|visit|open|delete|share|invite|post)\b",
+)
 _MARKERS = re.compile(
-    "|".join(
-        (
-            # Overriding what the agent was told.
-            rf"\b(?:ignore|disregard|forget|override|skip)\s+(?:(?:all|any|the|your|my|of|"
-            rf"every|these|those)\s+)*{_PREVIOUS}\s+{_ORDERS}\b",
-            rf"\b(?:ignore|disregard|forget)\s+(?:(?:all|the|your)\s+)*{_ORDERS}\s+(?:above|"
-            r"before|so far|you (?:were|have been) given)\b",
-            # Re-tasking the agent with reference to the task it holds.
-            r"\bbefore (?:you )?(?:can |do |start |begin )?(?:solv(?:e|ing)|complet(?:e|ing)|"
-            r"finish(?:ing)?|continu(?:e|ing) with|proceed(?:ing)? with|answer(?:ing)?|"
-            r"address(?:ing)?)\s+(?:the|your|my|this)\s+(?:original\s+|current\s+|user'?s?\s+)?"
-            r"(?:task|request|instructions?|goal|job|assignment|question)\b",
-            r"\b(?:the|your|this) (?:task|request|goal|job|assignment) (?:that )?(?:i|the user|"
-            r"they|he|she|we) (?:gave|assigned|asked|have given|has given|gave to) you\b",
-            r"\bafter you (?:do|have done|did|complete|finish) (?:that|this|it),? you (?:can|may"
-            r"|should) (?:solve|continue|complete|finish|proceed|do|return)\b",
-            r"\b(?:new|updated|revised|additional|real|actual|true|secret|hidden)\s+"
-            r"(?:instructions?|task|objective|goal|directives?|orders)\s*:",
-            # A message addressed to the model rather than to the user.
-            r"\b(?:message|note|instructions?|request|notice|memo)\s+from\s+[^\n]{1,80}?\s+"
-            r"(?:to|for)\s+you\b",
-            r"\b(?:dear|attention|hey|hello|hi|note to|message to|instructions? for)\s*,?\s*"
-            r"(?:the\s+)?(?:ai(?:\s+(?:assistant|agent|model))?|a\.i\.|llm|language model|"
-            r"chatbot|ai bot|large language model)\b",
-            # A pseudo role header: "###(system_message)", "##[system prompt]". A plain
-            # markdown heading ("## System prompt") is a document's, not an order.
-            r"#{2,}\s*[(\[]\s*(?:system|admin|developer|assistant)[ _-]?(?:message|prompt|"
-            r"instructions?|override)\s*[)\]]",
-            r"\b(?:system|admin(?:istrator)?|developer|root|operator)\s*(?:override|prompt|"
-            r"message|instructions?|notice|command)s?\s*:",
-            # Concealment from the user.
-            r"\b(?:do not|don't|never|without) (?:tell(?:ing)?|inform(?:ing)?|notify(?:ing)?|"
-            r"alert(?:ing)?|warn(?:ing)?|mention(?:ing)? (?:this|it) to|reveal(?:ing)? (?:this|"
-            r"it) to|let(?:ting)?) (?:the user|the human|anyone|your user|the owner)\b",
-            r"\binstead,? you (?:must|should|will|need to|have to)\b",
-            r"\byou (?:must|need to|have to|are required to) (?:first|now|immediately) (?:"
-            r"ignore|stop|send|forward|transfer|pay|email|visit|open|delete|share|invite|post)\b",
-        )
-    ),
+    # A pseudo role header: "###(system_message)", "##[system prompt]". A plain markdown
+    # heading ("## System prompt") is a document's, not an order.
+    r"#{2,}\s*[(\[]\s*(?:system|admin|developer|assistant)[ _-]?(?:message|prompt|"
+    r"instructions?|override)\s*[)\]]"
+    r"|(?<!\w)(?=\w)(?:" + "|".join(_WORD_CUES) + ")",
     re.IGNORECASE,
 )
 _OPEN_TAG = re.compile(r"<([A-Za-z][\w-]{0,40})(?:\s[^<>]{0,200})?>")
