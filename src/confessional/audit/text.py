@@ -198,7 +198,9 @@ _WRITTEN_DATE = re.compile(
     rf"\b(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?(?: of)? (?P<m1>{_MONTH})\.?,? (?P<y1>\d{{4}})"
     rf"|(?P<m2>{_MONTH})\.? (?P<d2>\d{{1,2}})(?:st|nd|rd|th)?,? (?P<y2>\d{{4}}))\b"
 )
-_MONTH_PREFIXES: Final = tuple(sorted({name[:3] for name in _MONTHS}))
+_MONTH_PREFIX = re.compile("|".join(sorted({name[:3] for name in _MONTHS})))
+"""Any month name's first three letters: text without one has no written date."""
+_DIGIT = re.compile(r"\d")
 _TRAILING_URL_PUNCTUATION = ".,;:!?'\""
 
 
@@ -316,7 +318,7 @@ def _grouped_ibans(folded: str, spans: _Spans, found: list[Entity]) -> None:
 
 
 def _written_dates(folded: str, spans: _Spans, found: list[Entity]) -> None:
-    if not any(prefix in folded for prefix in _MONTH_PREFIXES):
+    if _MONTH_PREFIX.search(folded) is None:
         return
     for match in _WRITTEN_DATE.finditer(folded):
         if match.group("m1"):
@@ -338,8 +340,9 @@ def entities(folded: str) -> list[Entity]:
     if "." in folded or "://" in folded:
         _urls(folded, spans, found)
     _written_dates(folded, spans, found)
-    _grouped_ibans(folded, spans, found)
-    _digit_led(folded, spans, found)
+    if _DIGIT.search(folded) is not None:  # account numbers, phones and ISO dates hold digits
+        _grouped_ibans(folded, spans, found)
+        _digit_led(folded, spans, found)
     found.sort(key=lambda e: e.start)
     return found
 
