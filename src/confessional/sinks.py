@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
-from langchain_core.runnables import RunnableLambda
-from langchain_core.runnables.config import ensure_config
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 
 from confessional import semconv
 from confessional._callbacks import custom_event_listeners, tracer_watching
@@ -306,25 +306,24 @@ class LangChainRunTags:
             tags += [semconv.TAG_FLAGGED, f"{semconv.TAG_VERDICT_PREFIX}{confession.verdict}"]
         if confession.status == "error":
             tags.append(f"{semconv.TAG_STATUS_PREFIX}{confession.status}")
-        child: dict[str, Any] = {
-            **base,
-            "tags": tags,
-            "metadata": {
+        child = RunnableConfig(
+            callbacks=base.get("callbacks"),
+            tags=tags,
+            metadata={
                 **base.get("metadata", {}),
                 semconv.METADATA_CONFESSION_VERDICT: confession.verdict,
                 semconv.METADATA_CONFESSION_STATUS: confession.status,
                 semconv.METADATA_CONFESSION_GRADE: grade,
                 semconv.METADATA_CONFESSION_ID: confession.id,
             },
-            "run_name": semconv.LANGCHAIN_RUN_NAME,
-        }
-        child.pop("run_id", None)  # a run id belongs to one run only
+        )
         payload = {"verdict": confession.verdict, "status": confession.status, "grade": grade}
-        RunnableLambda(_identity, name=semconv.LANGCHAIN_RUN_NAME).invoke(payload, child)  # type: ignore[arg-type]
-
-
-def _identity(value: dict[str, Any]) -> dict[str, Any]:
-    return value
+        # The run a runnable would make, without a runnable around it: it has nothing to
+        # run, only tags and metadata to carry.
+        run = get_callback_manager_for_config(child).on_chain_start(
+            None, payload, name=semconv.LANGCHAIN_RUN_NAME
+        )
+        run.on_chain_end(payload)
 
 
 def confession_event_payload(confession: Confession) -> dict[str, Any]:
