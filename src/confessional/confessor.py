@@ -19,7 +19,12 @@ from typing import Any, Literal, get_args
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    patch_config,
+)
 from pydantic import SecretStr, ValidationError
 from typing_extensions import assert_never
 
@@ -258,22 +263,43 @@ class _Call:
     runnable: Runnable[Any, Any]
     messages: list[BaseMessage]
 
-    def prepared(self, traced: bool) -> tuple[Runnable[Any, Any], Any]:
-        """What the driver invokes, and with what input. When a tracer watches, a chain run
-        named "confession" (from the call's config) wraps the model call, so tracers that
-        name spans after the model class still show which call is the confession; its
-        input is the message count, so the conversation is serialised once, by the model
-        run, not twice."""
+    # When a tracer watches, a chain run named "confession" (the config's run name) holds
+    # the model call, so tracers that name spans after the model class still show which
+    # call is the confession. Its input is the message count: the conversation is
+    # serialised once, by the model run. The run is made on the callback manager, as a
+    # runnable would make it, without a runnable's own cost.
+
+    def invoke(self, config: RunnableConfig, traced: bool) -> Any:
         if not traced:
-            return self.runnable, self.messages
-
-        def call(_: Any, config: RunnableConfig) -> Any:
             return self.runnable.invoke(self.messages, config=config)
+        run = get_callback_manager_for_config(config).on_chain_start(
+            None, {"messages": len(self.messages)}, name=config.get("run_name")
+        )
+        try:
+            reply = self.runnable.invoke(
+                self.messages, config=patch_config(config, callbacks=run.get_child())
+            )
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        run.on_chain_end(reply)
+        return reply
 
-        async def acall(_: Any, config: RunnableConfig) -> Any:
+    async def ainvoke(self, config: RunnableConfig, traced: bool) -> Any:
+        if not traced:
             return await self.runnable.ainvoke(self.messages, config=config)
-
-        return RunnableLambda(call, afunc=acall), {"messages": len(self.messages)}
+        run = await get_async_callback_manager_for_config(config).on_chain_start(
+            None, {"messages": len(self.messages)}, name=config.get("run_name")
+        )
+        try:
+            reply = await self.runnable.ainvoke(
+                self.messages, config=patch_config(config, callbacks=run.get_child())
+            )
+        except BaseException as exc:
+            await run.on_chain_error(exc)
+            raise
+        await run.on_chain_end(reply)
+        return reply
 
 
 @dataclass(frozen=True)
@@ -667,8 +693,7 @@ class Confessor:
             return job
 
         def perform(call: _Call) -> Any:
-            runnable, payload = call.prepared(job.traced)
-            return runnable.invoke(payload, config=job.config)
+            return call.invoke(job.config, job.traced)
 
         def sample(step: tuple[int, float]) -> ConfessionReport:
             # A model whose own client timeout bounds every attempt (the first call, the
@@ -697,8 +722,7 @@ class Confessor:
             return job
 
         async def perform(call: _Call) -> Any:
-            runnable, payload = call.prepared(job.traced)
-            return await runnable.ainvoke(payload, config=job.config)
+            return await call.ainvoke(job.config, job.traced)
 
         async def sample(step: tuple[int, float]) -> ConfessionReport:
             return await await_with_timeout(adrive(self._dialogue(job, step[0]), perform), step[1])
