@@ -27,7 +27,7 @@ import copy
 import inspect
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from confessional._aio import adrive, drive, run_sync
 from confessional._offload import OffloadUnavailable, call_off_process
@@ -143,22 +143,24 @@ class _ResolvedCheck:
 
     check: Check
     takes_episode: bool
+    blocking: bool
+    """Whether an async audit runs it as plain CPU work (no ``acheck``). Decided here, as
+    an isinstance test against a runtime-checkable protocol inspects the whole class."""
+
+    @classmethod
+    def of(cls, check: Check) -> _ResolvedCheck:
+        return cls(check, _takes_episode(check), not isinstance(check, AsyncCapableCheck))
 
     @property
     def name(self) -> str:
         return check_name(self.check)
 
     def start(self, context: CheckContext, *, in_event_loop: bool) -> CheckResult:
-        if in_event_loop and isinstance(self.check, AsyncCapableCheck):
-            return self.check.acheck(context)
+        if in_event_loop and not self.blocking:
+            return cast(AsyncCapableCheck, self.check).acheck(context)
         argument: Any = context.episode if self.takes_episode else context
         result: CheckResult = self.check(argument)
         return result
-
-    @property
-    def blocking(self) -> bool:
-        """Whether an async audit runs it as plain CPU work (no ``acheck``)."""
-        return not isinstance(self.check, AsyncCapableCheck)
 
 
 def _run_blocking_checks(
@@ -281,7 +283,7 @@ class Auditor:
             else []
         )
         self.checks: tuple[Check, ...] = (*defaults, *checks)
-        self._resolved = tuple(_ResolvedCheck(c, _takes_episode(c)) for c in self.checks)
+        self._resolved = tuple(map(_ResolvedCheck.of, self.checks))
 
     def __repr__(self) -> str:
         return f"Auditor(checks=[{', '.join(check_name(c) for c in self.checks)}])"
@@ -291,7 +293,7 @@ class Auditor:
         the pipeline adds the calibrator this way."""
         extended = copy.copy(self)
         extended.checks = (*self.checks, *checks)
-        extended._resolved = tuple(_ResolvedCheck(c, _takes_episode(c)) for c in extended.checks)
+        extended._resolved = tuple(map(_ResolvedCheck.of, extended.checks))
         return extended
 
     def audit(
