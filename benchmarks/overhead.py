@@ -40,6 +40,12 @@ The "over floor" column is the CPU ratio of an inline row minus that of the floo
 same mode (issue 25's targets: inline within 0.06 of it, inline + audit within 0.12);
 "over hooks floor" is the same against the floor with the ending hooks.
 
+Then the same turns counted in Python function calls (cProfile, 20 turns each): a figure
+that does not move with machine noise, so a change of a few microseconds shows. Its
+confessions use the model with a client timeout, so that they run on the calling thread,
+where the profiler counts them; "over floor" is the count above the floor with the ending
+hooks in the same mode.
+
 Then the 10 MB rows: one async turn whose tool returns 10 MB of text (plain, then dense
 with injection-like markers), with the longest event-loop stall seen by a heartbeat task
 that ticks every 10 ms, and the peak memory the confession allocated (tracemalloc).
@@ -53,8 +59,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import operator
+import pstats
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -270,6 +278,65 @@ def variants() -> dict[str, Callable[[], Any]]:
     }
 
 
+def counted_variants() -> dict[str, Callable[[], Any]]:
+    """The turns of the call-count table: every confession on the calling thread."""
+    loop = asyncio.new_event_loop()
+
+    def build(*middleware: AgentMiddleware[Any, Any, Any]) -> Any:
+        scripted = cheating_agent()
+        model = TimedScriptedModel(respond=scripted.respond, model_name=scripted.model_name)
+        return create_agent(model, example_tools(), middleware=list(middleware))
+
+    def sync(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = build(*middleware)
+        return lambda: compiled.invoke(TASK)
+
+    def async_(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = build(*middleware)
+        return lambda: loop.run_until_complete(compiled.ainvoke(TASK))
+
+    def traced(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = build(*middleware)
+        return lambda: compiled.invoke(TASK, {"callbacks": [SerialisingTracer()]})
+
+    def no_checks() -> ConfessionMiddleware:
+        return ConfessionMiddleware(auditor=Auditor(include_defaults=False))
+
+    return {
+        "bare": sync(),
+        "one extra model call + ending hooks": sync(EndingHooksFloorMiddleware()),
+        "inline": sync(no_checks()),
+        "inline + audit": sync(ConfessionMiddleware()),
+        "async: bare": async_(),
+        "async: one extra model call + ending hooks": async_(EndingHooksFloorMiddleware()),
+        "async: inline": async_(no_checks()),
+        "async: inline + audit": async_(ConfessionMiddleware()),
+        "traced: bare": traced(),
+        "traced: one extra model call + ending hooks": traced(EndingHooksFloorMiddleware()),
+        "traced: inline + audit": traced(ConfessionMiddleware()),
+    }
+
+
+def call_counts(turns: int = 20) -> list[list[str]]:
+    """Python function calls per turn of each counted variant, and above its floor."""
+    counts: dict[str, float] = {}
+    for name, run in counted_variants().items():
+        run()  # first-use imports and caches
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(turns):
+            run()
+        profile.disable()
+        counts[name] = pstats.Stats(profile).total_calls / turns
+    rows = []
+    for name, count in counts.items():
+        prefix = next((p for p in ("async: ", "traced: ") if name.startswith(p)), "")
+        floor = counts[f"{prefix}one extra model call + ending hooks"]
+        over = "-" if name.endswith(("bare", "hooks")) else f"{count - floor:+,.0f}"
+        rows.append([name, f"{count:,.0f}", f"x{count / counts[f'{prefix}bare']:.2f}", over])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="timed turns per variant")
@@ -320,6 +387,12 @@ def main() -> None:
         rows,
         f"overhead: median of {args.runs} turns per variant (2 tool calls each), ratios to "
         f"bare (async and traced rows: to their own bare); {_harness.machine()}",
+    )
+    _harness.table(
+        ["variant", "calls per turn", "ratio", "over hooks floor"],
+        call_counts(),
+        "function calls per turn (deterministic; confessions on the calling thread), ratios "
+        "to bare in the same mode",
     )
     _harness.table(
         ["10 MB tool output", "turn s", "longest loop stall ms", "confession peak MB"],
