@@ -43,8 +43,8 @@ same mode (issue 25's targets: inline within 0.06 of it, inline + audit within 0
 Then the same turns counted in Python function calls (cProfile, 20 turns each): a figure
 that does not move with machine noise, so a change of a few microseconds shows. Its
 confessions use the model with a client timeout, so that they run on the calling thread,
-where the profiler counts them; "over floor" is the count above the floor with the ending
-hooks in the same mode.
+where the profiler counts them; "over floor" and "over hooks floor" are the counts above
+the two floors in the same mode.
 
 Then the 10 MB rows: one async turn whose tool returns 10 MB of text (plain, then dense
 with injection-like markers), with the longest event-loop stall seen by a heartbeat task
@@ -304,14 +304,17 @@ def counted_variants() -> dict[str, Callable[[], Any]]:
 
     return {
         "bare": sync(),
+        "one extra model call": sync(ExtraCallMiddleware()),
         "one extra model call + ending hooks": sync(EndingHooksFloorMiddleware()),
         "inline": sync(no_checks()),
         "inline + audit": sync(ConfessionMiddleware()),
         "async: bare": async_(),
+        "async: one extra model call": async_(ExtraCallMiddleware()),
         "async: one extra model call + ending hooks": async_(EndingHooksFloorMiddleware()),
         "async: inline": async_(no_checks()),
         "async: inline + audit": async_(ConfessionMiddleware()),
         "traced: bare": traced(),
+        "traced: one extra model call": traced(ExtraCallMiddleware()),
         "traced: one extra model call + ending hooks": traced(EndingHooksFloorMiddleware()),
         "traced: inline + audit": traced(ConfessionMiddleware()),
     }
@@ -331,9 +334,15 @@ def call_counts(turns: int = 20) -> list[list[str]]:
     rows = []
     for name, count in counts.items():
         prefix = next((p for p in ("async: ", "traced: ") if name.startswith(p)), "")
-        floor = counts[f"{prefix}one extra model call + ending hooks"]
-        over = "-" if name.endswith(("bare", "hooks")) else f"{count - floor:+,.0f}"
-        rows.append([name, f"{count:,.0f}", f"x{count / counts[f'{prefix}bare']:.2f}", over])
+        floors = [
+            counts[f"{prefix}one extra model call{hooks}"] for hooks in ("", " + ending hooks")
+        ]
+        overs = (
+            ["-", "-"]
+            if "bare" in name or "model call" in name
+            else [f"{count - floor:+,.0f}" for floor in floors]
+        )
+        rows.append([name, f"{count:,.0f}", f"x{count / counts[f'{prefix}bare']:.2f}", *overs])
     return rows
 
 
@@ -389,7 +398,7 @@ def main() -> None:
         f"bare (async and traced rows: to their own bare); {_harness.machine()}",
     )
     _harness.table(
-        ["variant", "calls per turn", "ratio", "over hooks floor"],
+        ["variant", "calls per turn", "ratio", "over floor", "over hooks floor"],
         call_counts(),
         "function calls per turn (deterministic; confessions on the calling thread), ratios "
         "to bare in the same mode",
