@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
 from pydantic import PrivateAttr
 from tests.test_parsing import SANDBAGGING
 
@@ -109,6 +111,45 @@ def test_model_exception_becomes_error(mode: Mode) -> None:
     confession = _confess(mode, Confessor(ScriptedChatModel(respond=respond)))
     assert confession.status == "error"
     assert confession.error == "ConnectionError: provider down"
+
+
+class _RunCollector(BaseTracer):
+    """Every run a tracer sees, once it has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: list[Run] = []
+
+    def _persist_run(self, run: Run) -> None:
+        pass
+
+    def _end_trace(self, run: Run) -> None:
+        self.ended.append(run)
+        super()._end_trace(run)
+
+
+@both
+@pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
+def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fails: bool) -> None:
+    """With a tracer watching, the model call nests in a chain run named "confession"
+    whose input is the message count; a failing call ends that run with its error."""
+
+    def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> str:
+        if fails:
+            raise ConnectionError("provider down")
+        return json.dumps(SANDBAGGING)
+
+    tracer = _RunCollector()
+    model = ScriptedChatModel(respond=respond, model_name="scripted-watched")
+    confession = _confess(mode, Confessor(model), config={"callbacks": [tracer]})
+    assert confession.status == ("error" if fails else "ok")
+    [outer] = [run for run in tracer.ended if run.name == "confession"]
+    [call] = [run for run in tracer.ended if run.run_type in ("llm", "chat_model")]
+    assert call.parent_run_id == outer.id
+    assert call.name != "confession"  # the run name applies to the outer run only
+    assert outer.inputs == {"messages": len(model.calls[0])}
+    assert (outer.error is not None) is fails
+    assert "ConnectionError" in (outer.error or "ConnectionError")
 
 
 def test_sync_timeout() -> None:
