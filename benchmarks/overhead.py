@@ -330,7 +330,7 @@ def call_counts(turns: int = 20) -> list[list[str]]:
         for _ in range(turns):
             run()
         profile.disable()
-        counts[name] = pstats.Stats(profile).total_calls / turns
+        counts[name] = pstats.Stats(profile).total_calls / turns  # type: ignore[attr-defined]
     rows = []
     for name, count in counts.items():
         prefix = next((p for p in ("async: ", "traced: ") if name.startswith(p)), "")
