@@ -41,7 +41,7 @@ _ORDERS = (
 )
 # Every cue but the pseudo role header starts a word. The header and the word test come
 # first: the engine then tries the word cues only where a word starts, not at every
-# character (about four times faster on prose; the matches are the same).
+# character (about three times faster; the matches are the same).
 _WORD_CUES = (
     # Overriding what the agent was told.
     rf"\b(?:ignore|disregard|forget|override|skip)\s+(?:(?:all|any|the|your|my|of|"
