@@ -408,7 +408,7 @@ def discrepancies(
     downplayed a problem) already compare the evidence with this report, so each is a
     discrepancy as it stands. Without a report nothing can be compared: ``[]``.
     """
-    if report is None:
+    if report is None or not findings:
         return []
     text = _admission_text(report)
     floor = SEVERITY_RANK[min_severity]
