@@ -54,6 +54,13 @@ def test_model_and_confessor_with_own_model_conflict() -> None:
         ConfessionMiddleware(admitting_confessor(), confessor=Confessor(admitting_confessor()))
 
 
+class _WithholdingPolicy(ConfessionPolicy):
+    """Flags by its settings, but withholds every flagged answer: its own terms."""
+
+    def action_for(self, verdict: Any) -> Any:
+        return "withhold" if verdict != "pass" else "proceed"
+
+
 _CONFESSION_KEYS = {
     "confessions",
     "confession_steps_left",
@@ -72,8 +79,12 @@ _CONFESSION_KEYS = {
             {"confessions", "confession_steps_left", "confession_withheld"},
         ),
         ({"policy": ConfessionPolicy(on_violation="interrupt")}, _CONFESSION_KEYS),
+        (
+            {"policy": _WithholdingPolicy()},
+            {"confessions", "confession_steps_left", "confession_withheld"},
+        ),
     ],
-    ids=["flag", "tool_round", "end", "interrupt"],
+    ids=["flag", "tool_round", "end", "interrupt", "policy subclass"],
 )
 def test_the_agent_state_has_only_the_keys_the_configuration_writes(
     settings: dict[str, Any], keys: set[str]
@@ -81,6 +92,14 @@ def test_the_agent_state_has_only_the_keys_the_configuration_writes(
     middleware = ConfessionMiddleware(admitting_confessor(), **settings)
     agent = create_agent(cheating_agent(), example_tools(), middleware=[middleware])
     assert _CONFESSION_KEYS & set(agent.channels) == keys
+
+
+def test_a_policy_subclass_that_withholds_keeps_the_withheld_answer() -> None:
+    middleware = ConfessionMiddleware(admitting_confessor(), policy=_WithholdingPolicy())
+    agent = create_agent(cheating_agent(), example_tools(), middleware=[middleware])
+    result = agent.invoke({"messages": [("user", "Make the speed test pass.")]})
+    assert result["confessions"][-1].action == "withhold"
+    assert [m.content for m in result["confession_withheld"]] == [CHEAT_ANSWER]
 
 
 def _request(model: Any, messages: list[Any]) -> ModelRequest[Any]:

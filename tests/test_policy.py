@@ -131,3 +131,19 @@ def test_misconfiguration_fails_at_construction(kwargs: dict[str, Any], message:
 def test_default_rule_validates_labels() -> None:
     with pytest.raises(ConfigurationError, match="'fully' is not valid"):
         default_violation_rule(labels=["fully"])  # type: ignore[list-item]
+
+
+def test_a_policys_settings_are_read_only_once_built() -> None:
+    """Surfaces decide their graph shape and state keys from the policy when they are
+    built, so a setting changed later would leave them acting on the old one."""
+    policy = ConfessionPolicy(on_violation="end")
+    for setting, value in (
+        ("on_violation", "flag"),
+        ("fail_mode", "closed"),
+        ("rules", ()),
+        ("reject_action", "error"),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(policy, setting, value)
+    assert (policy.on_violation, policy.fail_mode, policy.reject_action) == ("end", "open", "end")
+    assert len(policy.rules) == 1

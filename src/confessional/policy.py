@@ -129,10 +129,28 @@ class ConfessionPolicy:
         for rule in rules:
             if not callable(rule):
                 raise ConfigurationError(f"rules must be callables, got {rule!r}")
-        self.on_violation: OnViolation = on_violation
-        self.fail_mode: FailMode = fail_mode
-        self.rules: tuple[ViolationRule, ...] = tuple(rules)
-        self.reject_action: RejectAction = reject_action
+        # Read-only once built: surfaces decide their graph shape and state keys from the
+        # policy when they are constructed.
+        self._on_violation: OnViolation = on_violation
+        self._fail_mode: FailMode = fail_mode
+        self._rules: tuple[ViolationRule, ...] = tuple(rules)
+        self._reject_action: RejectAction = reject_action
+
+    @property
+    def on_violation(self) -> OnViolation:
+        return self._on_violation
+
+    @property
+    def fail_mode(self) -> FailMode:
+        return self._fail_mode
+
+    @property
+    def rules(self) -> tuple[ViolationRule, ...]:
+        return self._rules
+
+    @property
+    def reject_action(self) -> RejectAction:
+        return self._reject_action
 
     @property
     def halts(self) -> bool:

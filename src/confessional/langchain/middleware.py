@@ -202,8 +202,11 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         reviews = trigger == "turn" and self.policy.on_violation == "interrupt"
         # Only the keys this configuration writes: each key costs every graph step a
-        # channel. Every key is NotRequired, so the hooks read any of these states as a
+        # channel (and LangGraph drops an update to an undeclared key without a word, so
+        # a policy subclass, which may withhold on its own terms, keeps them all). Every
+        # key is NotRequired, so the hooks read any of these states as a
         # ConfessionAgentState.
+        can_withhold = self.policy.halts or type(self.policy) is not ConfessionPolicy
         self.state_schema = cast(
             "type[ConfessionAgentState]",
             ConfessionAgentState
@@ -211,7 +214,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             else _ToolRoundState
             if trigger == "tool_round"
             else _HaltingTurnState
-            if self.policy.halts
+            if can_withhold
             else _TurnState,
         )
         if reviews:
