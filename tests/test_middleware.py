@@ -79,10 +79,7 @@ _CONFESSION_KEYS = {
             {"confessions", "confession_steps_left", "confession_withheld"},
         ),
         ({"policy": ConfessionPolicy(on_violation="interrupt")}, _CONFESSION_KEYS),
-        (
-            {"policy": _WithholdingPolicy()},
-            {"confessions", "confession_steps_left", "confession_withheld"},
-        ),
+        ({"policy": _WithholdingPolicy()}, _CONFESSION_KEYS),
     ],
     ids=["flag", "tool_round", "end", "interrupt", "policy subclass"],
 )

@@ -109,7 +109,8 @@ class ConfessionAgentState(_HaltingTurnState):
     configuration adds. A middleware declares only the keys its configuration can write
     (each state key costs every graph step a channel read and copy): ``confessions``;
     ``confession_steps_left`` with ``trigger="turn"``; ``confession_withheld`` when its
-    policy can halt; ``confession_pending`` when a turn can pause for review."""
+    policy can halt; ``confession_pending`` when a turn can pause for review. With a
+    policy subclass, every key."""
 
     confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
     """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
@@ -202,19 +203,17 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         reviews = trigger == "turn" and self.policy.on_violation == "interrupt"
         # Only the keys this configuration writes: each key costs every graph step a
-        # channel (and LangGraph drops an update to an undeclared key without a word, so
-        # a policy subclass, which may withhold on its own terms, keeps them all). Every
-        # key is NotRequired, so the hooks read any of these states as a
-        # ConfessionAgentState.
-        can_withhold = self.policy.halts or type(self.policy) is not ConfessionPolicy
+        # channel. LangGraph drops an update to an undeclared key without a word, so a
+        # policy subclass, which may act on its own terms, keeps every key. Every key is
+        # NotRequired, so the hooks read any of these states as a ConfessionAgentState.
         self.state_schema = cast(
             "type[ConfessionAgentState]",
             ConfessionAgentState
-            if reviews
+            if reviews or type(self.policy) is not ConfessionPolicy
             else _ToolRoundState
             if trigger == "tool_round"
             else _HaltingTurnState
-            if can_withhold
+            if self.policy.halts
             else _TurnState,
         )
         if reviews:
