@@ -279,6 +279,20 @@ def test_at_exit_a_call_about_to_return_returns_before_the_interpreter_finalises
     assert (tmp_path / "returned").read_text() == "yes"  # and its call still got to return
 
 
+def test_at_exit_a_call_that_does_not_return_in_time_is_reported(tmp_path: Path) -> None:
+    """A call still running after the settle wait does not hold up the exit, and says so."""
+    hung = SETTLING_CHILD.replace("time.sleep(0.45)", "time.sleep(30)")
+    (tmp_path / "child.py").write_text(hung, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "child.py"], cwd=tmp_path, env=_env(), capture_output=True,
+        text=True, timeout=20,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(list(read_spool(tmp_path / "spool"))) == 1
+    assert not (tmp_path / "returned").exists()
+    assert "still running 0.5s after the exit's flush and spool" in done.stderr
+
+
 def test_signal_handlers_can_only_be_installed_from_the_main_thread() -> None:
     installed: list[bool] = []
     worker = threading.Thread(target=lambda: installed.append(install_signal_handlers()))

@@ -362,7 +362,13 @@ def _register_at_exit() -> None:
 
 def _at_exit() -> None:
     _shutdown()
-    wait_for_idle_pools(EXIT_SETTLE_S)  # see EXIT_SETTLE_S
+    if not wait_for_idle_pools(EXIT_SETTLE_S):  # see EXIT_SETTLE_S
+        report_failure(
+            "background",
+            "running_at_exit",
+            f"a confession model call was still running {EXIT_SETTLE_S:g}s after the exit's "
+            "flush and spool; the interpreter exits with it (its result was discarded)",
+        )
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
