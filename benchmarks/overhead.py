@@ -222,101 +222,88 @@ class EndingHooksFloorMiddleware(ExtraCallMiddleware):
         return None
 
 
+def timed_model() -> TimedScriptedModel:
+    scripted = cheating_agent()
+    return TimedScriptedModel(respond=scripted.respond, model_name=scripted.model_name)
+
+
+def no_checks() -> ConfessionMiddleware:
+    return ConfessionMiddleware(auditor=Auditor(include_defaults=False))
+
+
+class Turns:
+    """Builds an agent with the given middleware and returns a call that runs one turn
+    of it: sync, async (on one event loop), or sync with the serialising tracer."""
+
+    def __init__(self, model: Callable[[], Any] = cheating_agent) -> None:
+        self.model = model
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _agent(self, middleware: tuple[AgentMiddleware[Any, Any, Any], ...]) -> Any:
+        return create_agent(self.model(), example_tools(), middleware=list(middleware))
+
+    def sync(self, *middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = self._agent(middleware)
+        return lambda: compiled.invoke(TASK)
+
+    def async_(self, *middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = self._agent(middleware)
+        loop = self.loop = self.loop or asyncio.new_event_loop()
+        return lambda: loop.run_until_complete(compiled.ainvoke(TASK))
+
+    def traced(self, *middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
+        compiled = self._agent(middleware)
+        return lambda: compiled.invoke(TASK, {"callbacks": [SerialisingTracer()]})
+
+
 def variants() -> dict[str, Callable[[], Any]]:
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    traced = ConfessionTelemetry(tracer_provider=provider)
-
-    def agent(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = create_agent(cheating_agent(), example_tools(), middleware=list(middleware))
-        return lambda: compiled.invoke(TASK)
-
-    def timed_agent(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        scripted = cheating_agent()
-        model = TimedScriptedModel(respond=scripted.respond, model_name=scripted.model_name)
-        compiled = create_agent(model, example_tools(), middleware=list(middleware))
-        return lambda: compiled.invoke(TASK)
-
-    traced_run = agent(ConfessionMiddleware(telemetry=traced))
+    turns = Turns()
+    traced_run = turns.sync(
+        ConfessionMiddleware(telemetry=ConfessionTelemetry(tracer_provider=provider))
+    )
 
     def traced_and_cleared() -> Any:
         result = traced_run()
         exporter.clear()
         return result
 
-    loop = asyncio.new_event_loop()
-
-    def async_agent(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = create_agent(cheating_agent(), example_tools(), middleware=list(middleware))
-        return lambda: loop.run_until_complete(compiled.ainvoke(TASK))
-
-    def traced_agent(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = create_agent(cheating_agent(), example_tools(), middleware=list(middleware))
-        return lambda: compiled.invoke(TASK, {"callbacks": [SerialisingTracer()]})
-
     return {
-        "async: bare": async_agent(),
-        "async: one extra model call": async_agent(ExtraCallMiddleware()),
-        "async: one extra model call + ending hooks": async_agent(EndingHooksFloorMiddleware()),
-        "async: inline": async_agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
-        "async: inline + audit": async_agent(ConfessionMiddleware()),
-        "traced: bare": traced_agent(),
-        "traced: one extra model call": traced_agent(ExtraCallMiddleware()),
-        "traced: inline + audit": traced_agent(ConfessionMiddleware()),
-        "bare": agent(),
-        "no-op middleware": agent(NoOpMiddleware()),
-        "one extra model call": agent(ExtraCallMiddleware()),
-        "one extra model call + ending hooks": agent(EndingHooksFloorMiddleware()),
-        "inline": agent(ConfessionMiddleware(auditor=Auditor(include_defaults=False))),
-        "inline, model with a client timeout": timed_agent(
-            ConfessionMiddleware(auditor=Auditor(include_defaults=False))
-        ),
-        "inline + audit": agent(ConfessionMiddleware()),
+        "async: bare": turns.async_(),
+        "async: one extra model call": turns.async_(ExtraCallMiddleware()),
+        "async: one extra model call + ending hooks": turns.async_(EndingHooksFloorMiddleware()),
+        "async: inline": turns.async_(no_checks()),
+        "async: inline + audit": turns.async_(ConfessionMiddleware()),
+        "traced: bare": turns.traced(),
+        "traced: one extra model call": turns.traced(ExtraCallMiddleware()),
+        "traced: inline + audit": turns.traced(ConfessionMiddleware()),
+        "bare": turns.sync(),
+        "no-op middleware": turns.sync(NoOpMiddleware()),
+        "one extra model call": turns.sync(ExtraCallMiddleware()),
+        "one extra model call + ending hooks": turns.sync(EndingHooksFloorMiddleware()),
+        "inline": turns.sync(no_checks()),
+        "inline, model with a client timeout": Turns(timed_model).sync(no_checks()),
+        "inline + audit": turns.sync(ConfessionMiddleware()),
         "inline + audit + OTel SDK (batch)": traced_and_cleared,
-        "background": agent(ConfessionMiddleware(background=True)),
+        "background": turns.sync(ConfessionMiddleware(background=True)),
     }
 
 
 def counted_variants() -> dict[str, Callable[[], Any]]:
     """The turns of the call-count table: every confession on the calling thread."""
-    loop = asyncio.new_event_loop()
-
-    def build(*middleware: AgentMiddleware[Any, Any, Any]) -> Any:
-        scripted = cheating_agent()
-        model = TimedScriptedModel(respond=scripted.respond, model_name=scripted.model_name)
-        return create_agent(model, example_tools(), middleware=list(middleware))
-
-    def sync(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = build(*middleware)
-        return lambda: compiled.invoke(TASK)
-
-    def async_(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = build(*middleware)
-        return lambda: loop.run_until_complete(compiled.ainvoke(TASK))
-
-    def traced(*middleware: AgentMiddleware[Any, Any, Any]) -> Callable[[], Any]:
-        compiled = build(*middleware)
-        return lambda: compiled.invoke(TASK, {"callbacks": [SerialisingTracer()]})
-
-    def no_checks() -> ConfessionMiddleware:
-        return ConfessionMiddleware(auditor=Auditor(include_defaults=False))
-
+    turns = Turns(timed_model)
     return {
-        "bare": sync(),
-        "one extra model call": sync(ExtraCallMiddleware()),
-        "one extra model call + ending hooks": sync(EndingHooksFloorMiddleware()),
-        "inline": sync(no_checks()),
-        "inline + audit": sync(ConfessionMiddleware()),
-        "async: bare": async_(),
-        "async: one extra model call": async_(ExtraCallMiddleware()),
-        "async: one extra model call + ending hooks": async_(EndingHooksFloorMiddleware()),
-        "async: inline": async_(no_checks()),
-        "async: inline + audit": async_(ConfessionMiddleware()),
-        "traced: bare": traced(),
-        "traced: one extra model call": traced(ExtraCallMiddleware()),
-        "traced: one extra model call + ending hooks": traced(EndingHooksFloorMiddleware()),
-        "traced: inline + audit": traced(ConfessionMiddleware()),
+        f"{prefix}{name}": run(*middleware)
+        for prefix, run in (("", turns.sync), ("async: ", turns.async_), ("traced: ", turns.traced))
+        for name, middleware in (
+            ("bare", ()),
+            ("one extra model call", (ExtraCallMiddleware(),)),
+            ("one extra model call + ending hooks", (EndingHooksFloorMiddleware(),)),
+            ("inline", (no_checks(),)),
+            ("inline + audit", (ConfessionMiddleware(),)),
+        )
     }
 
 
