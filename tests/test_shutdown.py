@@ -263,17 +263,23 @@ pipeline.run(episode)
 """
 
 
+def _exit_settling_child(tmp_path: Path, *, call_s: float) -> subprocess.CompletedProcess[str]:
+    """Run SETTLING_CHILD with its background confession call taking ``call_s``."""
+    source = SETTLING_CHILD.replace("time.sleep(0.45)", f"time.sleep({call_s})")
+    (tmp_path / "child.py").write_text(source, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "child.py"], cwd=tmp_path, env=_env(), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+
+
 def test_at_exit_a_call_about_to_return_returns_before_the_interpreter_finalises(
     tmp_path: Path,
 ) -> None:
     """A daemon thread still running Python when CPython (< 3.14) finalises is unwound, and
     unwinding through pydantic-core's Rust frames aborts the process (SIGABRT). So the exit
     hook, after the spool, gives running calls EXIT_SETTLE_S to return."""
-    (tmp_path / "child.py").write_text(SETTLING_CHILD, encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "child.py"], cwd=tmp_path, env=_env(), capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
+    done = _exit_settling_child(tmp_path, call_s=0.45)
     assert done.returncode == 0, done.stderr
     assert len(list(read_spool(tmp_path / "spool"))) == 1  # not finished in the flush: spooled
     assert (tmp_path / "returned").read_text() == "yes"  # and its call still got to return
@@ -281,12 +287,7 @@ def test_at_exit_a_call_about_to_return_returns_before_the_interpreter_finalises
 
 def test_at_exit_a_call_that_does_not_return_in_time_is_reported(tmp_path: Path) -> None:
     """A call still running after the settle wait does not hold up the exit, and says so."""
-    hung = SETTLING_CHILD.replace("time.sleep(0.45)", "time.sleep(30)")
-    (tmp_path / "child.py").write_text(hung, encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "child.py"], cwd=tmp_path, env=_env(), capture_output=True,
-        text=True, timeout=20,
-    )  # fmt: skip
+    done = _exit_settling_child(tmp_path, call_s=30)
     assert done.returncode == 0, done.stderr
     assert len(list(read_spool(tmp_path / "spool"))) == 1
     assert not (tmp_path / "returned").exists()
