@@ -32,7 +32,7 @@ Variants, each a ``create_agent`` turn with two tool calls:
   each turn, outside the timed turn (and before the next variant's);
 - async: bare, the floor, inline and inline + audit again through ``ainvoke`` on one event
   loop (ratios to the async bare turn);
-- traced: bare, the floor and inline + audit with a local callback tracer that serialises
+- traced: bare, both floors and inline + audit with a local callback tracer that serialises
   every run's inputs and outputs as LangSmith's does (ratios to the traced bare turn: the
   middleware's cost when a tracer watches, hook spans included).
 
@@ -114,6 +114,7 @@ TARGETS: dict[str, float | None] = {
     "async: inline + audit": None,
     "traced: bare": None,
     "traced: one extra model call": None,
+    "traced: one extra model call + ending hooks": None,
     "traced: inline + audit": 1.25,
 }
 
@@ -278,6 +279,7 @@ def variants() -> dict[str, Callable[[], Any]]:
         "async: inline + audit": turns.async_(ConfessionMiddleware()),
         "traced: bare": turns.traced(),
         "traced: one extra model call": turns.traced(ExtraCallMiddleware()),
+        "traced: one extra model call + ending hooks": turns.traced(EndingHooksFloorMiddleware()),
         "traced: inline + audit": turns.traced(ConfessionMiddleware()),
         "bare": turns.sync(),
         "no-op middleware": turns.sync(NoOpMiddleware()),
