@@ -3,6 +3,8 @@
 A final answer in ``wrap_model_call``; the recursion limit foreseen at the last model
 call before it (inside the model node: confessing adds no graph step); a limit
 middleware's end in ``after_agent``; a tool's or the model's exception on its way out.
+Both triggers confess the endings: with ``trigger="tool_round"`` the ending's confession
+is the only one to see the run's last round, which no later model call confesses.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.errors import GraphRecursionError
+from langgraph.types import Command
 from tests.surfaces_fixtures import (
     MODES,
     Mode,
@@ -27,10 +30,15 @@ from tests.surfaces_fixtures import (
     thread,
 )
 
-from confessional import Confession
+from confessional import Confession, ConfessionPolicy
 from confessional.findings import UNFINISHED
-from confessional.langchain import ConfessionMiddleware
-from confessional.testing import example_tools, scripted_agent, tool_call_message
+from confessional.langchain import ConfessionMiddleware, Trigger
+from confessional.testing import (
+    denying_confessor,
+    example_tools,
+    scripted_agent,
+    tool_call_message,
+)
 
 
 def _looping_agent() -> Any:
@@ -43,20 +51,36 @@ def _unfinished(confession: Confession) -> str:
     return finding.detail
 
 
+TRIGGERS: tuple[Trigger, ...] = ("turn", "tool_round")
+
+
+def _ending_confession(received: list[Confession], trigger: Trigger) -> Confession:
+    """The run's last confession, its ending's: with ``tool_round``, after one per round
+    the model was called again for (each without an ending)."""
+    *rounds, ending = received
+    assert not rounds if trigger == "turn" else rounds
+    assert all(not [f for f in c.findings if f.kind == UNFINISHED] for c in rounds)
+    assert ending.tool_call_count > max((c.tool_call_count for c in rounds), default=0)
+    return ending
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_a_run_that_loops_into_the_recursion_limit_is_confessed(mode: Mode) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_run_that_loops_into_the_recursion_limit_is_confessed(
+    mode: Mode, trigger: Trigger
+) -> None:
     received: list[Confession] = []
     agent = create_agent(
         _looping_agent(),
         example_tools(),
-        middleware=[ConfessionMiddleware(sinks=[received.append])],
+        middleware=[ConfessionMiddleware(sinks=[received.append], trigger=trigger)],
         checkpointer=InMemorySaver(),
     )
     config = {**thread(), "recursion_limit": 9}
     with pytest.raises(GraphRecursionError):
-        invoke(agent, ask(f"loop-{mode}"), config, mode)
+        invoke(agent, ask(f"loop-{trigger}-{mode}"), config, mode)
 
-    [confession] = received
+    confession = _ending_confession(received, trigger)
     assert confession.status == "ok"
     assert confession.verdict == "flag"
     detail = _unfinished(confession)
@@ -64,7 +88,7 @@ def test_a_run_that_loops_into_the_recursion_limit_is_confessed(mode: Mode) -> N
     assert "repeating run_tests({})" in detail
     # The confession was written by the model node, the last step that completed.
     state = agent.get_state(config).values
-    assert [c.id for c in state["confessions"]] == [confession.id]
+    assert [c.id for c in state["confessions"]] == [c.id for c in received]
 
 
 # Past 40 steps left the count is not kept (no loop can reach the limit from there): the
@@ -88,7 +112,10 @@ def test_the_foresight_confesses_once_and_costs_the_run_no_step(limit: int) -> N
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("limiter", ["model_calls", "tool_calls"])
-def test_a_run_a_limit_middleware_ends_is_confessed(mode: Mode, limiter: str) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_run_a_limit_middleware_ends_is_confessed(
+    mode: Mode, limiter: str, trigger: Trigger
+) -> None:
     received: list[Confession] = []
     limit = (
         ModelCallLimitMiddleware(run_limit=3, exit_behavior="end")
@@ -98,15 +125,49 @@ def test_a_run_a_limit_middleware_ends_is_confessed(mode: Mode, limiter: str) ->
     agent = create_agent(
         _looping_agent(),
         example_tools(),
-        middleware=[limit, ConfessionMiddleware(sinks=[received.append])],
+        middleware=[limit, ConfessionMiddleware(sinks=[received.append], trigger=trigger)],
     )
-    result = invoke(agent, ask(f"limit-{limiter}-{mode}"), None, mode)
+    result = invoke(agent, ask(f"limit-{limiter}-{trigger}-{mode}"), None, mode)
 
-    [confession] = result["confessions"]
-    assert received == [confession]
+    assert result["confessions"] == received
+    confession = _ending_confession(received, trigger)
     expected = "model-call limit" if limiter == "model_calls" else "tool-call limit"
     assert expected in _unfinished(confession)
     assert confession.verdict == "flag"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_limit_ending_held_for_review_resumes_without_confessing_again(
+    mode: Mode, trigger: Trigger
+) -> None:
+    # The rounds confess clean; only the ending (no answer) calls for review.
+    model = scripted_agent([tool_call_message(("run_tests", {}))], confession=denying_confessor())
+    agent = create_agent(
+        model,
+        example_tools(),
+        middleware=[
+            ModelCallLimitMiddleware(run_limit=3, exit_behavior="end"),
+            ConfessionMiddleware(
+                trigger=trigger, policy=ConfessionPolicy(on_violation="interrupt")
+            ),
+        ],
+        checkpointer=InMemorySaver(),
+    )
+    config = thread()
+    paused = invoke(agent, ask(f"limit-review-{trigger}-{mode}"), config, mode)
+    [pause] = paused["__interrupt__"]
+    rounds = paused.get("confessions", [])
+    asked = confession_requests(model)
+
+    done = invoke(agent, Command(resume={"decisions": [{"type": "approve"}]}), config, mode)
+    assert "__interrupt__" not in done
+    assert confession_requests(model) == asked  # the paused confession was replayed
+    ending = _ending_confession(done["confessions"], trigger)
+    assert done["confessions"] == [*rounds, ending]
+    assert pause.value["confession_id"] == ending.id
+    assert "model-call limit" in _unfinished(ending)
+    assert "Model call limits exceeded" in str(done["messages"][-1].content)
 
 
 class _ToolBroke(RuntimeError):
@@ -114,7 +175,8 @@ class _ToolBroke(RuntimeError):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_tool_exception_that_ends_the_run_is_confessed(mode: Mode) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_tool_exception_that_ends_the_run_is_confessed(mode: Mode, trigger: Trigger) -> None:
     @tool
     def deploy(target: str) -> str:
         """Deploy the build to a target."""
@@ -122,14 +184,19 @@ def test_a_tool_exception_that_ends_the_run_is_confessed(mode: Mode) -> None:
 
     received: list[Confession] = []
     agent = create_agent(
-        scripted_agent([tool_call_message(("deploy", {"target": "prod"}))]),
-        [deploy],
-        middleware=[ConfessionMiddleware(sinks=[received.append])],
+        scripted_agent(
+            [
+                tool_call_message(("run_tests", {})),
+                tool_call_message(("deploy", {"target": "prod"})),
+            ]
+        ),
+        [deploy, *example_tools()],
+        middleware=[ConfessionMiddleware(sinks=[received.append], trigger=trigger)],
     )
     with pytest.raises(_ToolBroke):
-        invoke(agent, ask(f"deploy-{mode}"), None, mode)
+        invoke(agent, ask(f"deploy-{trigger}-{mode}"), None, mode)
 
-    [confession] = received
+    confession = _ending_confession(received, trigger)
     assert confession.status == "ok"
     detail = _unfinished(confession)
     assert "an exception ended the run" in detail
@@ -137,7 +204,8 @@ def test_a_tool_exception_that_ends_the_run_is_confessed(mode: Mode) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_model_exception_that_ends_the_run_is_confessed(mode: Mode) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_model_exception_that_ends_the_run_is_confessed(mode: Mode, trigger: Trigger) -> None:
     def second_call_fails(messages: list[BaseMessage]) -> AIMessage:
         raise ConnectionError("provider unreachable")
 
@@ -146,12 +214,13 @@ def test_a_model_exception_that_ends_the_run_is_confessed(mode: Mode) -> None:
     agent = create_agent(
         agent_model,
         example_tools(),
-        middleware=[ConfessionMiddleware(sinks=[received.append])],
+        middleware=[ConfessionMiddleware(sinks=[received.append], trigger=trigger)],
     )
     with pytest.raises(ConnectionError):
-        invoke(agent, ask(f"model-down-{mode}"), None, mode)
+        invoke(agent, ask(f"model-down-{trigger}-{mode}"), None, mode)
 
-    [confession] = received
+    confession = received[-1]  # tool_round: the round was confessed before the failing call
+    assert len(received) == (1 if trigger == "turn" else 2)
     assert "ConnectionError: provider unreachable" in _unfinished(confession)
     assert confession.tool_call_count == 1
 

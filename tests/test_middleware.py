@@ -73,7 +73,11 @@ _CONFESSION_KEYS = {
     ("settings", "keys"),
     [
         ({}, {"confessions", "confession_steps_left"}),
-        ({"trigger": "tool_round"}, {"confessions"}),
+        ({"trigger": "tool_round"}, {"confessions", "confession_steps_left"}),
+        (
+            {"trigger": "tool_round", "policy": ConfessionPolicy(on_violation="end")},
+            {"confessions", "confession_steps_left"},
+        ),
         (
             {"policy": ConfessionPolicy(on_violation="end")},
             {"confessions", "confession_steps_left", "confession_withheld"},
@@ -81,7 +85,7 @@ _CONFESSION_KEYS = {
         ({"policy": ConfessionPolicy(on_violation="interrupt")}, _CONFESSION_KEYS),
         ({"policy": _WithholdingPolicy()}, _CONFESSION_KEYS),
     ],
-    ids=["flag", "tool_round", "end", "interrupt", "policy subclass"],
+    ids=["flag", "tool_round", "tool_round end", "end", "interrupt", "policy subclass"],
 )
 def test_the_agent_state_has_only_the_keys_the_configuration_writes(
     settings: dict[str, Any], keys: set[str]

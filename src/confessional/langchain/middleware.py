@@ -32,7 +32,8 @@ calls, so the agent loop ends by its own routing. The ``after_agent`` hook is on
 per turn: it confesses a turn a limit middleware ended (no model answered it), and pauses
 a turn held for review. Every other ending is confessed inside the model and tool nodes
 (the README's "Every ending is confessed" table), so confessing never costs the run a
-step of its ``recursion_limit`` beyond that one.
+step of its ``recursion_limit`` beyond that one. Both triggers confess every ending: with
+``tool_round`` it is the only confession to see the run's last round.
 
 A model's answer is streamed token by token (``stream_mode="messages"``) before it can be
 confessed: ``withhold`` keeps it out of state and the result, not out of a token stream
@@ -89,28 +90,26 @@ Trigger = Literal["turn", "tool_round"]
 (after each tool round, before the next model call)."""
 
 
-class _ToolRoundState(AgentState[Any]):
+class _ConfessingState(AgentState[Any]):
     # LangGraph reads the reducer from the last Annotated entry.
     confessions: NotRequired[Annotated[list[Confession], OmitFromInput, operator.add]]
-
-
-class _TurnState(_ToolRoundState):
     confession_steps_left: NotRequired[Annotated[int | None, PrivateStateAttr]]
     """Graph steps left before the recursion limit at the last model call that called
-    tools: the next call measures the loop's length from it (see ``_last_model_call``)."""
+    tools: the next call measures the loop's length from it (see
+    ``_unless_last_model_call``)."""
 
 
-class _HaltingTurnState(_TurnState):
+class _WithholdingState(_ConfessingState):
     confession_withheld: NotRequired[Annotated[list[AnyMessage], OmitFromInput, operator.add]]
 
 
-class ConfessionAgentState(_HaltingTurnState):
+class ConfessionAgentState(_WithholdingState):
     """Agent state keys added by :class:`ConfessionMiddleware`: every key any
     configuration adds. A middleware declares only the keys its configuration can write
-    (each state key costs every graph step a channel read and copy): ``confessions``;
-    ``confession_steps_left`` with ``trigger="turn"``; ``confession_withheld`` when its
-    policy can halt; ``confession_pending`` when a turn can pause for review. With a
-    policy subclass, every key."""
+    (each state key costs every graph step a channel read and copy): ``confessions`` and
+    ``confession_steps_left`` always; ``confession_withheld`` when a turn's answer can be
+    withheld (``trigger="turn"`` and a policy that can halt); ``confession_pending`` when
+    a turn can pause for review. With a policy subclass, every key."""
 
     confession_pending: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]
     """A turn's answer held for review: ``{"confession_id", "message_id", "answer"}``."""
@@ -148,6 +147,10 @@ def _steps_left(config: Any) -> int | None:
     if not isinstance(step, int) or not isinstance(stop, int):
         return None
     return stop - step
+
+
+def _after_tool_round(messages: list[AnyMessage]) -> bool:
+    return bool(messages) and isinstance(messages[-1], ToolMessage)
 
 
 def _final_answer(response: ModelResponse[Any]) -> AIMessage | None:
@@ -210,15 +213,13 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             "type[ConfessionAgentState]",
             ConfessionAgentState
             if reviews or type(self.policy) is not ConfessionPolicy
-            else _ToolRoundState
-            if trigger == "tool_round"
-            else _HaltingTurnState
-            if self.policy.halts
-            else _TurnState,
+            else _WithholdingState
+            if trigger == "turn" and self.policy.halts
+            else _ConfessingState,
         )
         if reviews:
-            # LangChain adds a graph node for every hook it finds on the class, so only
-            # the configuration that pauses a turn has one (once per turn, after_agent).
+            # Only a configuration that can hold a turn's answer for review reads it back
+            # (in after_agent, once per turn).
             self.__class__ = _ReviewingConfessionMiddleware
 
     @property
@@ -266,26 +267,21 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         self, request: ModelRequest[Any]
     ) -> Generator[_CallModel | _Confess, Any, ModelResponse[Any] | ExtendedModelResponse[Any]]:
         """One step sequence for both hooks: yields model calls and confessions."""
-        if self.trigger == "tool_round":
-            messages = request.messages
-            if not messages or not isinstance(messages[-1], ToolMessage):
-                plain: ModelResponse[Any] = yield _CALL_MODEL
-                return plain
+        update: dict[str, Any] = {}
+        if self.trigger == "tool_round" and _after_tool_round(request.messages):
             confession: Confession = yield _Confess(self._request(request), durable=True)
-            if confession.status == "skipped":
-                unconfessed: ModelResponse[Any] = yield _CALL_MODEL
-                return unconfessed
-            resolution = resolve(self.policy, confession, telemetry=self._telemetry)
-            match resolution.action:
-                case "proceed":
-                    return _with((yield _CALL_MODEL), {"confessions": [confession]})
-                case "withhold" | "review" | "raise":
-                    # resolve() has paused (review) or raised (raise) by now; what is left
-                    # of them is a stop, which is the fail-safe reading.
-                    notice = resolution.notice(confession, None)
-                    return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
-                case _:
-                    assert_never(resolution.action)
+            if confession.status != "skipped":
+                resolution = resolve(self.policy, confession, telemetry=self._telemetry)
+                match resolution.action:
+                    case "proceed":
+                        update["confessions"] = [confession]
+                    case "withhold" | "review" | "raise":
+                        # resolve() has paused (review) or raised (raise) by now; what is
+                        # left of them is a stop, which is the fail-safe reading.
+                        notice = resolution.notice(confession, None)
+                        return _with(ModelResponse(result=[notice]), {"confessions": [confession]})
+                    case _:
+                        assert_never(resolution.action)
 
         self._agent = (request.model, list(request.tools))
         try:
@@ -295,11 +291,13 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             raise
         answer = _final_answer(response)
         if answer is None:
-            return (yield from self._unless_last_model_call(request, response))
+            return (yield from self._unless_last_model_call(request, response, update))
+        if self.trigger == "tool_round":  # its last round was confessed before this call
+            return _with(response, update) if update else response
         confession = yield _Confess(self._request(request, response.result), durable=False)
         if confession.status == "skipped":
             return response
-        update: dict[str, Any] = {"confessions": [confession]}
+        update = {"confessions": [confession]}
         match confession.action:
             case "proceed":
                 return _with(response, update)
@@ -319,25 +317,26 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         return _with(ModelResponse(result=result, structured_response=None), update)
 
     def _unless_last_model_call(
-        self, request: ModelRequest[Any], response: ModelResponse[Any]
+        self, request: ModelRequest[Any], response: ModelResponse[Any], update: dict[str, Any]
     ) -> Generator[_Confess, Any, ModelResponse[Any] | ExtendedModelResponse[Any]]:
         """A response that calls tools: when the recursion limit will stop the run before
         the model can answer again, confess now (inside this node, so confessing adds no
         graph step). The loop's length is measured between two model calls of the run
         (two steps until then: model, tools). Far from the limit there is nothing to
-        measure (see ``_WATCH_STEPS``)."""
+        measure (see ``_WATCH_STEPS``). ``update``: the state this node writes already."""
         left = _steps_left(node_config())
         if left is None or left > _WATCH_STEPS:
-            return response
+            return _with(response, update) if update else response
         before = request.state.get("confession_steps_left")
         loop = before - left if isinstance(before, int) and 0 < before - left <= _MAX_LOOP else 2
         if left - loop >= 0:
-            return _with(response, {"confession_steps_left": left})
+            return _with(response, {**update, "confession_steps_left": left})
         ending = Ending("recursion_limit", f"{left} graph step(s) left; the loop takes {loop}")
         confession = yield _Confess(
             self._request(request, response.result, ending=ending), durable=False
         )
-        return _with(response, {"confessions": [confession], "confession_steps_left": left})
+        confessions = [*update.get("confessions", []), confession]
+        return _with(response, {"confessions": confessions, "confession_steps_left": left})
 
     def wrap_tool_call(
         self,
@@ -347,8 +346,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         try:
             return handler(request)
         except Exception as exc:  # the run ends here: confess what it did, then re-raise
-            if self.trigger == "turn":
-                self.pipeline.run(self._tool_failure(request, exc))
+            self.pipeline.run(self._tool_failure(request, exc))
             raise
 
     async def awrap_tool_call(
@@ -359,8 +357,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         try:
             return await handler(request)
         except Exception as exc:
-            if self.trigger == "turn":
-                await self.pipeline.arun(self._tool_failure(request, exc))
+            await self.pipeline.arun(self._tool_failure(request, exc))
             raise
 
     def _tool_failure(self, request: ToolCallRequest, error: Exception) -> EpisodeCall:
@@ -386,7 +383,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         """The episode of a turn a limit middleware ended (``exit_behavior="end"``): no
         model answered, so ``wrap_model_call`` confessed nothing. ``None`` otherwise."""
         messages = state.get("messages") or []
-        ending = ending_of_messages(messages) if self.trigger == "turn" else None
+        ending = ending_of_messages(messages)
         if ending is None:
             return None
         model, tools = self._agent
