@@ -44,7 +44,10 @@ Then the same turns counted in Python function calls (cProfile, 20 turns each): 
 that does not move with machine noise, so a change of a few microseconds shows. Its
 confessions use the model with a client timeout, so that they run on the calling thread,
 where the profiler counts them; "over floor" and "over hooks floor" are the counts above
-the two floors in the same mode.
+the two floors in the same mode. The floor with each ending hook alone is LangChain's
+price of that hook: ``after_agent`` is a graph node, and in async LangChain wraps each
+``awrap_*`` hook in LangSmith's ``traceable``, which hops to a worker thread twice per
+call (to open and to close its run), whether or not anything traces.
 
 Then the 10 MB rows: one async turn whose tool returns 10 MB of text (plain, then dense
 with injection-like markers), with the longest event-loop stall seen by a heartbeat task
@@ -76,7 +79,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
-from langgraph.types import Command
+from langgraph.types import Command, TracePolicy, omit_payload
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -170,9 +173,11 @@ class ExtraCallMiddleware(AgentMiddleware[FloorState, Any, Any]):
     replayed request is) with a confession request, parse its JSON reply into a
     ``ConfessionReport`` and write the report to state with a ``Command``. An inline
     confession is that work plus the plugin's own (the request, the audit, the policy,
-    the sinks, the time limit)."""
+    the sinks, the time limit). Its hook spans omit the state, as LangChain's own
+    middleware's and ``ConfessionMiddleware``'s do."""
 
     state_schema = FloorState
+    trace_policy = TracePolicy(process_inputs=omit_payload)
 
     @staticmethod
     def _call(request: ModelRequest[Any], answer: AIMessage) -> tuple[Any, list[Any]]:
@@ -207,8 +212,8 @@ class ExtraCallMiddleware(AgentMiddleware[FloorState, Any, Any]):
         return response
 
 
-class EndingHooksFloorMiddleware(ExtraCallMiddleware):
-    """The floor plus the hooks that see the endings without an answer, doing nothing."""
+class ToolWrapperFloorMiddleware(ExtraCallMiddleware):
+    """The floor plus a ``wrap_tool_call`` that only calls the tool."""
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         return handler(request)
@@ -216,11 +221,19 @@ class EndingHooksFloorMiddleware(ExtraCallMiddleware):
     async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
         return await handler(request)
 
+
+class AfterAgentFloorMiddleware(ExtraCallMiddleware):
+    """The floor plus an ``after_agent`` hook that does nothing (one graph node)."""
+
     def after_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         return None
 
     async def aafter_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         return None
+
+
+class EndingHooksFloorMiddleware(ToolWrapperFloorMiddleware, AfterAgentFloorMiddleware):
+    """The floor plus the hooks that see the endings without an answer, doing nothing."""
 
 
 def timed_model() -> TimedScriptedModel:
@@ -302,6 +315,8 @@ def counted_variants() -> dict[str, Callable[[], Any]]:
         for name, middleware in (
             ("bare", ()),
             ("one extra model call", (ExtraCallMiddleware(),)),
+            ("one extra model call + tool wrapper", (ToolWrapperFloorMiddleware(),)),
+            ("one extra model call + after_agent", (AfterAgentFloorMiddleware(),)),
             ("one extra model call + ending hooks", (EndingHooksFloorMiddleware(),)),
             ("inline", (no_checks(),)),
             ("inline + audit", (ConfessionMiddleware(),)),
