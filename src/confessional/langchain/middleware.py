@@ -160,7 +160,12 @@ def _final_answer(response: ModelResponse[Any]) -> AIMessage | None:
     return None
 
 
-def _with(response: ModelResponse[Any], update: dict[str, Any]) -> ExtendedModelResponse[Any]:
+def _with(
+    response: ModelResponse[Any], update: dict[str, Any]
+) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+    """``response`` with a state update (``response`` itself when there is none)."""
+    if not update:
+        return response
     return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
 
@@ -293,7 +298,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         if answer is None:
             return (yield from self._unless_last_model_call(request, response, update))
         if self.trigger == "tool_round":  # its last round was confessed before this call
-            return _with(response, update) if update else response
+            return _with(response, update)
         confession = yield _Confess(self._request(request, response.result), durable=False)
         if confession.status == "skipped":
             return response
@@ -326,7 +331,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         measure (see ``_WATCH_STEPS``). ``update``: the state this node writes already."""
         left = _steps_left(node_config())
         if left is None or left > _WATCH_STEPS:
-            return _with(response, update) if update else response
+            return _with(response, update)
         before = request.state.get("confession_steps_left")
         loop = before - left if isinstance(before, int) and 0 < before - left <= _MAX_LOOP else 2
         if left - loop >= 0:
