@@ -132,7 +132,8 @@ class _RunCollector(BaseTracer):
 @pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
 def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fails: bool) -> None:
     """With a tracer watching, the model call nests in a chain run named "confession"
-    whose input is the message count; a failing call ends that run with its error."""
+    whose input is the message count and output the reply's type (the model run holds
+    the messages and the reply); a failing call ends that run with its error."""
 
     def respond(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> str:
         if fails:
@@ -148,6 +149,7 @@ def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fail
     assert call.parent_run_id == outer.id
     assert call.name != "confession"  # the run name applies to the outer run only
     assert outer.inputs == {"messages": len(model.calls[0])}
+    assert outer.outputs == ({} if fails else {"reply": "AIMessage"})
     assert (outer.error is not None) is fails
     assert "ConnectionError" in (outer.error or "ConnectionError")
 

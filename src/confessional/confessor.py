@@ -265,9 +265,10 @@ class _Call:
 
     # When a tracer watches, a chain run named "confession" (the config's run name) holds
     # the model call, so tracers that name spans after the model class still show which
-    # call is the confession. Its input is the message count: the conversation is
-    # serialised once, by the model run. The run is made on the callback manager, as a
-    # runnable would make it, without a runnable's own cost.
+    # call is the confession. Its input is the message count and its output the reply's
+    # type: the conversation and the reply are serialised once, by the model run. The run
+    # is made on the callback manager, as a runnable would make it, without a runnable's
+    # own cost.
 
     def invoke(self, config: RunnableConfig, traced: bool) -> Any:
         if not traced:
@@ -282,7 +283,7 @@ class _Call:
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
-        run.on_chain_end(reply)
+        run.on_chain_end({"reply": type(reply).__name__})
         return reply
 
     async def ainvoke(self, config: RunnableConfig, traced: bool) -> Any:
@@ -298,7 +299,7 @@ class _Call:
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
-        await run.on_chain_end(reply)
+        await run.on_chain_end({"reply": type(reply).__name__})
         return reply
 
 
