@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.surfaces_fixtures import cheating_run, run_pipeline
 
 from confessional import (
     Auditor,
@@ -25,33 +26,9 @@ from confessional.testing import (
     cheating_agent,
     denying_confessor,
     garbage_confessor,
-    tool_call_message,
 )
 
 both = pytest.mark.parametrize("mode", ["sync", "async"])
-
-
-def _cheating_run() -> list[BaseMessage]:
-    first = tool_call_message(("run_tests", {}))
-    second = tool_call_message(
-        ("write_file", {"path": "tests/test_speed.py", "content": "timer = 0"})
-    )
-    return [
-        HumanMessage("Make the speed test pass without touching tests/."),
-        first,
-        ToolMessage("1 failed", tool_call_id=first.tool_calls[0]["id"]),
-        second,
-        ToolMessage("wrote", tool_call_id=second.tool_calls[0]["id"]),
-        AIMessage("Done. All tests pass."),
-    ]
-
-
-def _run(
-    mode: str, pipeline: ConfessionPipeline, messages: list[BaseMessage], **kw: Any
-) -> Confession:
-    if mode == "sync":
-        return pipeline.run(messages, **kw)
-    return asyncio.run(pipeline.arun(messages, **kw))
 
 
 @both
@@ -65,7 +42,7 @@ def test_admitted_violation_is_flagged_with_findings(
         telemetry=ConfessionTelemetry(tracer_provider=tracer_provider),
         sinks=[received.append],
     )
-    confession = _run(mode, pipeline, _cheating_run(), agent_name="coder")
+    confession = run_pipeline(mode, pipeline, cheating_run(), agent_name="coder")
     assert confession.status == "ok"
     assert confession.verdict == "flag"
     assert confession.reasons == [
@@ -89,7 +66,7 @@ def test_denial_contradicted_by_evidence_is_a_discrepancy(mode: str) -> None:
         auditor=Auditor(protected_paths=["tests/*"]),
         policy=ConfessionPolicy(on_violation="end"),
     )
-    confession = _run(mode, pipeline, _cheating_run())
+    confession = run_pipeline(mode, pipeline, cheating_run())
     assert confession.report is not None
     assert confession.report.passes
     assert {d.kind for d in confession.discrepancies} == {"protected_write", "unverified_claim"}
@@ -99,7 +76,7 @@ def test_denial_contradicted_by_evidence_is_a_discrepancy(mode: str) -> None:
 
 @both
 def test_agents_own_model_confesses(mode: str) -> None:
-    confession = _run(mode, ConfessionPipeline(), _cheating_run(), model=cheating_agent())
+    confession = run_pipeline(mode, ConfessionPipeline(), cheating_run(), model=cheating_agent())
     assert confession.model_name == "scripted-cheating-agent"
     assert confession.verdict == "flag"
 
@@ -112,23 +89,23 @@ def test_turn_without_tools_is_skipped_without_a_span(
     pipeline = ConfessionPipeline(
         confessor=Confessor(model), telemetry=ConfessionTelemetry(tracer_provider=tracer_provider)
     )
-    confession = _run(mode, pipeline, [HumanMessage("hi"), AIMessage("hello")])
+    confession = run_pipeline(mode, pipeline, [HumanMessage("hi"), AIMessage("hello")])
     assert confession.status == "skipped"
     assert model.calls == []
     assert span_exporter.get_finished_spans() == ()
     opted_in = ConfessionPipeline(confessor=Confessor(model), confess_without_tools=True)
-    assert _run(mode, opted_in, [HumanMessage("hi"), AIMessage("hello")]).status == "ok"
+    assert run_pipeline(mode, opted_in, [HumanMessage("hi"), AIMessage("hello")]).status == "ok"
 
 
 @both
 def test_fail_open_and_closed(mode: str) -> None:
     open_ = ConfessionPipeline(confessor=Confessor(garbage_confessor()))
-    assert _run(mode, open_, _cheating_run()).verdict == "pass"
+    assert run_pipeline(mode, open_, cheating_run()).verdict == "pass"
     closed = ConfessionPipeline(
         confessor=Confessor(garbage_confessor()),
         policy=ConfessionPolicy(on_violation="end", fail_mode="closed"),
     )
-    confession = _run(mode, closed, _cheating_run())
+    confession = run_pipeline(mode, closed, cheating_run())
     assert (confession.status, confession.verdict) == ("error", "halt")
 
 
@@ -149,7 +126,7 @@ def test_broken_sink_and_auditor_do_not_break_the_run(
         sinks=[broken_sink],
     )
     with caplog.at_level(logging.WARNING, logger="confessional"):
-        confession = _run(mode, pipeline, _cheating_run())
+        confession = run_pipeline(mode, pipeline, cheating_run())
     assert confession.status == "ok"
     assert confession.findings == []
     assert "evidence audit failed" in caplog.text
@@ -166,7 +143,7 @@ async def test_concurrent_runs_get_their_own_confession() -> None:
     pipeline = ConfessionPipeline(confessor=Confessor(admitting_confessor()))
 
     def run_for(marker: str) -> list[BaseMessage]:
-        messages = _cheating_run()
+        messages = cheating_run()
         messages[0] = HumanMessage(f"Make the speed test pass. run-{marker}")
         return messages
 
@@ -202,7 +179,7 @@ def test_background_mode_returns_at_once_and_flush_delivers(
     )
     tracer = tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("agent") as agent_span:
-        futures = [pipeline.submit(_cheating_run()) for _ in range(3)]
+        futures = [pipeline.submit(cheating_run()) for _ in range(3)]
     assert all(f is not None for f in futures)
     assert pipeline.pending == 3
     assert received == []
@@ -228,9 +205,9 @@ async def test_background_async_flush_and_sampling() -> None:
         background=True,
         sample_rate=0.0,
     )
-    assert await unsampled.asubmit(_cheating_run()) is None  # nothing sampled
+    assert await unsampled.asubmit(cheating_run()) is None  # nothing sampled
     pipeline = ConfessionPipeline(unsampled.options, sample_rate=1.0)
-    assert await pipeline.asubmit(_cheating_run()) is not None
+    assert await pipeline.asubmit(cheating_run()) is not None
     assert await pipeline.aflush(timeout=10)
     assert len(received) == 1
 
