@@ -10,6 +10,7 @@ is the only one to see the run's last round, which no later model call confesses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from tests.surfaces_fixtures import (
     thread,
 )
 
-from confessional import Confession, ConfessionPolicy
+from confessional import Confession, ConfessionPolicy, flush_background
 from confessional.findings import UNFINISHED
 from confessional.langchain import ConfessionMiddleware, Trigger
 from confessional.testing import (
@@ -172,6 +173,44 @@ def test_a_limit_ending_held_for_review_resumes_without_confessing_again(
 
 class _ToolBroke(RuntimeError):
     pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ending", ["model-call limit", "recursion_limit", "_ToolBroke"])
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_background_mode_confesses_every_ending_too(
+    mode: Mode, ending: str, trigger: Trigger
+) -> None:
+    @tool
+    def run_tests() -> str:
+        """Run the test suite and report the result."""
+        if ending == "_ToolBroke":
+            raise _ToolBroke("the runner crashed")
+        return "1 failed"
+
+    received: list[Confession] = []
+    middleware: list[Any] = [
+        ConfessionMiddleware(sinks=[received.append], trigger=trigger, background=True)
+    ]
+    if ending == "model-call limit":
+        middleware.insert(0, ModelCallLimitMiddleware(run_limit=3, exit_behavior="end"))
+    agent = create_agent(
+        scripted_agent([tool_call_message(("run_tests", {}))], confession=denying_confessor()),
+        [run_tests],
+        middleware=middleware,
+    )
+    config = {"recursion_limit": 9 if ending == "recursion_limit" else 50}
+    raised = {"recursion_limit": GraphRecursionError, "_ToolBroke": _ToolBroke}.get(ending)
+    with pytest.raises(raised) if raised else contextlib.nullcontext():
+        invoke(agent, ask(f"background-{ending}-{trigger}-{mode}"), config, mode)
+    assert flush_background(timeout=30)
+    # Delivered in the order the workers finish: the ending's is the one with a finding.
+    [confession] = [c for c in received if any(f.kind == UNFINISHED for f in c.findings)]
+    assert ending in _unfinished(confession)
+    # tool_round: one per round the model was called again after (a call per round here),
+    # then the ending's, which also sees the last round.
+    rounds = confession.tool_call_count - 1 if trigger == "tool_round" else 0
+    assert len(received) == rounds + 1
 
 
 @pytest.mark.parametrize("mode", MODES)
