@@ -14,17 +14,21 @@ Each argument is cut into *atoms*: its canonical entities when one entity makes 
 of it (``from:alice@example.com`` is the address), else its normalised text plus any
 addresses, URLs or account numbers inside it. Atoms are looked up in token-indexed
 sources, so an episode of many calls costs about linear time, not quadratic.
-The result is cached per episode, so the checks that read it share one walk.
+The result is cached per episode, so the checks that read it share one walk. A long
+text's injected passages and index terms are also kept (bounded) across episodes: every
+confession of a conversation walks its whole history again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from langchain_core.messages import (
     AIMessage,
@@ -149,6 +153,94 @@ def _is_word(character: str) -> bool:
     return character.isalnum() or character == "_"
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What the source index files one folded text under."""
+
+    tokens: frozenset[str]
+    keys: frozenset[str]
+    """Canonical entity keys, URL hosts included."""
+    emails: tuple[tuple[str, str], ...]
+    """``(local part, domain)`` of each email address."""
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens) + len(self.keys) + len(self.emails)
+
+
+def _terms(folded: str) -> _Terms:
+    keys: set[str] = set()
+    emails: list[tuple[str, str]] = []
+    for entity in entities(folded):
+        keys.add(entity.key)
+        if entity.kind == "email":
+            local, _, domain = entity.value.rpartition("@")
+            emails.append((local, domain))
+        elif entity.kind == "url":
+            host = _host_key(entity.value)
+            keys.add(host)
+            # "www.example.com.They said" lost its space: the host may end one label
+            # early, so a source also counts under its host without the last label.
+            if host.count(".") >= 2:
+                keys.add(host.rsplit(".", 1)[0])
+    return _Terms(frozenset(tokens(folded)), frozenset(keys), tuple(emails))
+
+
+_T = TypeVar("_T")
+
+_LONG_TEXT_CHARS: Final = 65_536
+"""From this length a text's passages and index terms are kept for the next confessions:
+each confession walks the whole conversation again, and a long tool output (a file, a web
+page, a log) would otherwise cost every later turn of the conversation its full analysis
+(about 2.5 s for 10 MB). Shorter texts cost less to analyse than to look up."""
+
+
+class _LongTextMemo(Generic[_T]):
+    """The results of one pure function of long texts, keyed by a digest of the text (so no
+    text is kept alive), the least recently used dropped first once the results' total size
+    passes the budget. Thread-safe: confessions run on several threads."""
+
+    def __init__(
+        self, compute: Callable[[str], _T], size: Callable[[_T], int], *, budget: int
+    ) -> None:
+        self._compute = compute
+        self._size = size
+        self._budget = budget
+        self._used = 0
+        self._results: OrderedDict[bytes, tuple[_T, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> _T:
+        if len(text) < _LONG_TEXT_CHARS:
+            return self._compute(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            kept = self._results.get(key)
+            if kept is not None:
+                self._results.move_to_end(key)
+                return kept[0]
+        result = self._compute(text)
+        size = self._size(result)
+        if size > self._budget:
+            return result  # worth more than everything kept: computed again next time
+        with self._lock:
+            if key not in self._results:
+                self._results[key] = (result, size)
+                self._used += size
+            while self._used > self._budget:
+                _, (_, dropped) = self._results.popitem(last=False)
+                self._used -= dropped
+        return result
+
+
+_MEMO_BUDGET: Final = 250_000
+"""Items (tokens, entity keys, passages) each memo keeps: tens of MB at most."""
+_terms_of = _LongTextMemo(_terms, lambda terms: terms.size, budget=_MEMO_BUDGET)
+_passages_of = _LongTextMemo(
+    lambda text: tuple(find_passages(text)), lambda found: len(found) + 1, budget=_MEMO_BUDGET
+)
+
+
 class _SourceIndex:
     """Folded texts with a token index and an entity index (amortised linear build)."""
 
@@ -167,22 +259,12 @@ class _SourceIndex:
         text_id = len(self.texts)
         self.texts.append(folded)
         self.refs.append(ref)
-        for token in set(tokens(folded)):
+        terms = _terms_of(folded)
+        for token in terms.tokens:
             self._postings.setdefault(token, []).append(text_id)
-        keys: set[str] = set()
-        for entity in entities(folded):
-            keys.add(entity.key)
-            if entity.kind == "email":
-                local, _, domain = entity.value.rpartition("@")
-                self._domains_by_local.setdefault(local, set()).add(domain)
-            elif entity.kind == "url":
-                host = _host_key(entity.value)
-                keys.add(host)
-                # "www.example.com.They said" lost its space: the host may end one label
-                # early, so a source also counts under its host without the last label.
-                if host.count(".") >= 2:
-                    keys.add(host.rsplit(".", 1)[0])
-        for key in keys:
+        for local, domain in terms.emails:
+            self._domains_by_local.setdefault(local, set()).add(domain)
+        for key in terms.keys:
             self._entities.setdefault(key, []).append(text_id)
 
     def _aligned(self, text_id: int, needle: str) -> bool:
@@ -331,7 +413,7 @@ def _walk(episode: Episode, min_length: int) -> Provenance:
             if origin is not None and origin.position in result.driven:
                 injected.add(fold(text), SourceRef(index, origin, None, fold(text)))
                 continue
-            passages = find_passages(text)
+            passages = _passages_of(text)
             if not passages:
                 clean.add(fold(text), SourceRef(index, origin))
                 continue
