@@ -12,6 +12,8 @@ from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import START, StateGraph
 from langgraph.prebuilt import ToolNode
@@ -49,6 +51,26 @@ def invoke(runnable: Any, value: Any, config: RunnableConfig | None, mode: Mode)
     if mode == "sync":
         return runnable.invoke(value, config)
     return asyncio.run(runnable.ainvoke(value, config))
+
+
+class RunRecorder(BaseTracer):
+    """A LangChain tracer that keeps every run it sees: as it starts, and once it ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[Run] = []
+        self.ended: list[Run] = []
+
+    def _persist_run(self, run: Run) -> None:
+        pass
+
+    def _start_trace(self, run: Run) -> None:
+        super()._start_trace(run)
+        self.started.append(run)
+
+    def _end_trace(self, run: Run) -> None:
+        self.ended.append(run)
+        super()._end_trace(run)
 
 
 def cheating_run() -> list[BaseMessage]:

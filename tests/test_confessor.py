@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.tracers.base import BaseTracer
-from langchain_core.tracers.schemas import Run
 from pydantic import PrivateAttr
+from tests.surfaces_fixtures import RunRecorder
 from tests.test_parsing import SANDBAGGING
 
 from confessional import Confession, Confessor, ConfigurationError, MissingExtraError
@@ -113,21 +112,6 @@ def test_model_exception_becomes_error(mode: Mode) -> None:
     assert confession.error == "ConnectionError: provider down"
 
 
-class _RunCollector(BaseTracer):
-    """Every run a tracer sees, once it has ended."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ended: list[Run] = []
-
-    def _persist_run(self, run: Run) -> None:
-        pass
-
-    def _end_trace(self, run: Run) -> None:
-        self.ended.append(run)
-        super()._end_trace(run)
-
-
 @both
 @pytest.mark.parametrize("fails", [False, True], ids=["answers", "raises"])
 def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fails: bool) -> None:
@@ -140,7 +124,7 @@ def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fail
             raise ConnectionError("provider down")
         return json.dumps(SANDBAGGING)
 
-    tracer = _RunCollector()
+    tracer = RunRecorder()
     model = ScriptedChatModel(respond=respond, model_name="scripted-watched")
     confession = _confess(mode, Confessor(model), config={"callbacks": [tracer]})
     assert confession.status == ("error" if fails else "ok")

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from langchain.agents import create_agent
-from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
-from tests.surfaces_fixtures import ask
+from tests.surfaces_fixtures import RunRecorder, ask
 
 from confessional.langchain import ConfessionMiddleware
 from confessional.testing import cheating_agent, example_tools
-
-
-class _Runs(BaseTracer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.started: list[Run] = []
-
-    def _persist_run(self, run: Run) -> None:
-        pass
-
-    def _on_chain_start(self, run: Run) -> None:
-        self.started.append(run)
 
 
 class _TracedInFull(ConfessionMiddleware):
@@ -28,7 +15,7 @@ class _TracedInFull(ConfessionMiddleware):
 
 
 def _hook_inputs(middleware: ConfessionMiddleware) -> tuple[dict[str, object], list[Run]]:
-    tracer = _Runs()
+    tracer = RunRecorder()
     agent = create_agent(cheating_agent(), example_tools(), middleware=[middleware])
     agent.invoke(ask("traced"), {"callbacks": [tracer]})
     [hook] = [run for run in tracer.started if run.name.endswith(".after_agent")]
