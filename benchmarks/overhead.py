@@ -413,7 +413,7 @@ def main() -> None:
         "to bare in the same mode",
     )
     _harness.table(
-        ["10 MB tool output", "turn s", "longest loop stall ms", "confession peak MB"],
+        ["10 MB tool output", "turn s", "longest loop stall ms", "turn peak MB"],
         [row for dense in (False, True) for row in large_episode_rows(dense)],
         "an async turn with a 10 MB tool output, then a later turn of the same conversation; "
         "a heartbeat ticks every 10 ms (target: stall <= 50 ms, peak <= 3x the episode's 10 MB)",
@@ -454,7 +454,8 @@ def large_episode_rows(dense: bool) -> list[list[str]]:
         model = scripted_agent([call_for, AIMessage("All clear.")])
         return create_agent(model, [fetch_logs, ping], middleware=[ConfessionMiddleware()])
 
-    async def timed(agent: Any, messages: list[Any]) -> tuple[Any, float, float, float]:
+    async def timed(agent: Any, messages: list[Any]) -> tuple[Any, tuple[float, float, float]]:
+        """The turn's result, and its time, longest loop stall and peak allocation."""
         worst, running = 0.0, True
 
         async def heartbeat() -> None:
@@ -475,15 +476,15 @@ def large_episode_rows(dense: bool) -> list[list[str]]:
         tracemalloc.stop()
         running = False
         await beat
-        return result, took, worst, peak
+        return result, (took, worst, peak)
 
     async def turns() -> list[tuple[float, float, float]]:
         # First-use imports, without the 10 MB output (whose analysis would then be kept).
         await build().ainvoke({"messages": [("user", "warm up")]})
         agent = build()
-        first, *measures = await timed(agent, [("user", "check the logs")])
-        _, *later = await timed(agent, [*first["messages"], ("user", "anything new?")])
-        return [(measures[0], measures[1], measures[2]), (later[0], later[1], later[2])]
+        first, fetching = await timed(agent, [("user", "check the logs")])
+        _, later = await timed(agent, [*first["messages"], ("user", "anything new?")])
+        return [fetching, later]
 
     label = "injection-dense" if dense else "plain"
     return [
