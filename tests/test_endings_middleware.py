@@ -37,6 +37,7 @@ from confessional.langchain import ConfessionMiddleware, Trigger
 from confessional.testing import (
     denying_confessor,
     example_tools,
+    is_confession_request,
     scripted_agent,
     tool_call_message,
 )
@@ -274,3 +275,39 @@ def test_a_final_answer_gets_no_ending_finding() -> None:
     asyncio.run(agent.ainvoke(ask("answered")))
     [confession] = received
     assert not [f for f in confession.findings if f.kind == UNFINISHED]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ending", ["model-call limit", "_ToolBroke"])
+def test_an_ending_without_an_answer_replays_the_agents_request(mode: Mode, ending: str) -> None:
+    """The episode of a limit's end or a tool's exception (no model request at hand) is
+    the agent's as its last model call saw it: its system prompt, its name and settings."""
+
+    @tool
+    def run_tests() -> str:
+        """Run the test suite and report the result."""
+        if ending == "_ToolBroke":
+            raise _ToolBroke("the runner crashed")
+        return "1 failed"
+
+    received: list[Confession] = []
+    model = scripted_agent([tool_call_message(("run_tests", {}))])
+    middleware: list[Any] = [ConfessionMiddleware(sinks=[received.append])]
+    if ending == "model-call limit":
+        middleware.insert(0, ModelCallLimitMiddleware(run_limit=2, exit_behavior="end"))
+    agent = create_agent(
+        model,
+        [run_tests],
+        system_prompt="Never edit files under tests/.",
+        name="coder",
+        middleware=middleware,
+    )
+    raised = _ToolBroke if ending == "_ToolBroke" else None
+    with pytest.raises(raised) if raised else contextlib.nullcontext():
+        invoke(agent, ask(f"replay-{ending}-{mode}"), None, mode)
+
+    [confession] = received
+    assert ending in _unfinished(confession)
+    assert confession.agent_name == "coder"
+    [request] = [call for call in model.calls if is_confession_request(call)]
+    assert "Never edit files under tests/." in str(request[0].content)

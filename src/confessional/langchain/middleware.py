@@ -43,8 +43,8 @@ that was already sent.
 from __future__ import annotations
 
 import operator
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast, get_args
 
 from langchain.agents.middleware.internal_call_transformer import InternalCallTransformer
@@ -59,7 +59,13 @@ from langchain.agents.middleware.types import (
     ToolCallRequest,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langgraph.runtime import Runtime
 from langgraph.types import Command, TracePolicy, omit_payload
 from typing_extensions import NotRequired, assert_never
@@ -127,6 +133,25 @@ class _Confess:
 
 
 _CALL_MODEL = _CallModel()
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """What a confession replays of the agent's model call: its model, tools, system
+    message and request parameters (the tool choice too: providers key their cache on it)."""
+
+    model: BaseChatModel | None = None
+    tools: list[Any] | None = None
+    system_message: SystemMessage | None = None
+    model_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request: ModelRequest[Any]) -> _Replay:
+        settings = request.model_settings
+        if request.tool_choice is not None:
+            settings = {**settings, "tool_choice": request.tool_choice}
+        return cls(request.model, list(request.tools), request.system_message, settings)
+
 
 _MAX_LOOP = 20
 """Longest plausible loop between two model calls, in graph steps (model, tools and the
@@ -205,9 +230,9 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             )
         self.pipeline = ConfessionPipeline(ConfessionOptions.merge(options, settings, model=model))
         self.trigger: Trigger = trigger
-        # The agent's model and tools as of its last model call: hooks without a model
-        # request (a tool's exception, a limit's end) replay with them.
-        self._agent: tuple[BaseChatModel | None, list[Any] | None] = (None, None)
+        # The agent's model call as of its last one: hooks without a model request (a
+        # tool's exception, a limit's end) replay it.
+        self._agent = _Replay()
         self._check_checkpointer = CheckpointerCheck("ConfessionMiddleware")
         reviews = trigger == "turn" and self.policy.on_violation == "interrupt"
         # Only the keys this configuration writes: each key costs every graph step a
@@ -246,25 +271,28 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         answer: list[BaseMessage] | None = None,
         ending: Ending | None = None,
     ) -> EpisodeCall:
-        config = node_config()
+        call = self._episode(_Replay.of(request), [*request.messages, *(answer or [])], ending)
         if self.policy.on_violation == "interrupt":
-            self._check_checkpointer(config)
-        prefix = [request.system_message] if request.system_message is not None else []
+            self._check_checkpointer(call.config)
+        return call
+
+    def _episode(
+        self, replay: _Replay, messages: Sequence[BaseMessage], ending: Ending | None
+    ) -> EpisodeCall:
+        """The call that confesses ``messages`` as the agent's ``replay`` model call saw
+        them; every hook's confession is built here."""
+        config = node_config()
         agent_name = self.pipeline.options.agent_name
         if agent_name is None and config is not None:
             agent_name = config.get("metadata", {}).get("lc_agent_name")
+        prefix = [replay.system_message] if replay.system_message is not None else []
         return EpisodeCall(
-            [*prefix, *request.messages, *(answer or [])],
-            model=request.model,
-            tools=list(request.tools),
+            [*prefix, *messages],
+            model=replay.model,
+            tools=replay.tools,
             agent_name=agent_name,
             config=config,
-            # The agent's tool choice is replayed too: providers key their cache on it.
-            model_settings=(
-                request.model_settings
-                if request.tool_choice is None
-                else {**request.model_settings, "tool_choice": request.tool_choice}
-            ),
+            model_settings=replay.model_settings,
             ending=ending,
         )
 
@@ -288,7 +316,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
                     case _:
                         assert_never(resolution.action)
 
-        self._agent = (request.model, list(request.tools))
+        self._agent = _Replay.of(request)
         try:
             response: ModelResponse[Any] = yield _CALL_MODEL
         except Exception as exc:  # the run ends here: confess what it did, then re-raise
@@ -374,15 +402,8 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
             name=call.get("name"),
             status="error",
         )
-        model, tools = self._agent
-        return EpisodeCall(
-            [*request.state.get("messages", []), failed],
-            model=model,
-            tools=tools,
-            agent_name=self.pipeline.options.agent_name,
-            config=node_config(),
-            ending=ending_of_error(error),
-        )
+        messages = [*request.state.get("messages", []), failed]
+        return self._episode(self._agent, messages, ending_of_error(error))
 
     def _limit_ending(self, state: ConfessionAgentState) -> EpisodeCall | None:
         """The episode of a turn a limit middleware ended (``exit_behavior="end"``): no
@@ -391,15 +412,7 @@ class ConfessionMiddleware(AgentMiddleware[ConfessionAgentState, Any, Any]):
         ending = ending_of_messages(messages)
         if ending is None:
             return None
-        model, tools = self._agent
-        return EpisodeCall(
-            list(messages),
-            model=model,
-            tools=tools,
-            agent_name=self.pipeline.options.agent_name,
-            config=node_config(),
-            ending=ending,
-        )
+        return self._episode(self._agent, messages, ending)
 
     def _settle_limit_ending(self, confession: Confession) -> dict[str, Any] | None:
         if confession.status == "skipped":
