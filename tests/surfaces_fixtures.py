@@ -53,7 +53,7 @@ def invoke(runnable: Any, value: Any, config: RunnableConfig | None, mode: Mode)
     return asyncio.run(runnable.ainvoke(value, config))
 
 
-class RunRecorder(BaseTracer):
+class RunCollector(BaseTracer):
     """A LangChain tracer that keeps every run it sees: as it starts, and once it ends."""
 
     def __init__(self) -> None:

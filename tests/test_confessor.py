@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import PrivateAttr
-from tests.surfaces_fixtures import RunRecorder
+from tests.surfaces_fixtures import RunCollector
 from tests.test_parsing import SANDBAGGING
 
 from confessional import Confession, Confessor, ConfigurationError, MissingExtraError
@@ -124,7 +124,7 @@ def test_a_watched_confession_call_runs_inside_a_confession_run(mode: Mode, fail
             raise ConnectionError("provider down")
         return json.dumps(SANDBAGGING)
 
-    tracer = RunRecorder()
+    tracer = RunCollector()
     model = ScriptedChatModel(respond=respond, model_name="scripted-watched")
     confession = _confess(mode, Confessor(model), config={"callbacks": [tracer]})
     assert confession.status == ("error" if fails else "ok")

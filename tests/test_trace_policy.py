@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langchain.agents import create_agent
 from langchain_core.tracers.schemas import Run
-from tests.surfaces_fixtures import RunRecorder, ask
+from tests.surfaces_fixtures import RunCollector, ask
 
 from confessional.langchain import ConfessionMiddleware
 from confessional.testing import cheating_agent, example_tools
@@ -15,7 +15,7 @@ class _TracedInFull(ConfessionMiddleware):
 
 
 def _hook_inputs(middleware: ConfessionMiddleware) -> tuple[dict[str, object], list[Run]]:
-    tracer = RunRecorder()
+    tracer = RunCollector()
     agent = create_agent(cheating_agent(), example_tools(), middleware=[middleware])
     agent.invoke(ask("traced"), {"callbacks": [tracer]})
     [hook] = [run for run in tracer.started if run.name.endswith(".after_agent")]
