@@ -176,12 +176,9 @@ class _ToolBroke(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("ending", ["model-call limit", "recursion_limit", "_ToolBroke"])
-@pytest.mark.parametrize("trigger", TRIGGERS)
-def test_background_mode_confesses_every_ending_too(
-    mode: Mode, ending: str, trigger: Trigger
-) -> None:
+def _run_tests(ending: str) -> Any:
+    """``run_tests``, which raises ``_ToolBroke`` when that is the ending under test."""
+
     @tool
     def run_tests() -> str:
         """Run the test suite and report the result."""
@@ -189,6 +186,15 @@ def test_background_mode_confesses_every_ending_too(
             raise _ToolBroke("the runner crashed")
         return "1 failed"
 
+    return run_tests
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ending", ["model-call limit", "recursion_limit", "_ToolBroke"])
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_background_mode_confesses_every_ending_too(
+    mode: Mode, ending: str, trigger: Trigger
+) -> None:
     received: list[Confession] = []
     middleware: list[Any] = [
         ConfessionMiddleware(sinks=[received.append], trigger=trigger, background=True)
@@ -197,7 +203,7 @@ def test_background_mode_confesses_every_ending_too(
         middleware.insert(0, ModelCallLimitMiddleware(run_limit=3, exit_behavior="end"))
     agent = create_agent(
         scripted_agent([tool_call_message(("run_tests", {}))], confession=denying_confessor()),
-        [run_tests],
+        [_run_tests(ending)],
         middleware=middleware,
     )
     config = {"recursion_limit": 9 if ending == "recursion_limit" else 50}
@@ -283,13 +289,6 @@ def test_an_ending_without_an_answer_replays_the_agents_request(mode: Mode, endi
     """The episode of a limit's end or a tool's exception (no model request at hand) is
     the agent's as its last model call saw it: its system prompt, its name and settings."""
 
-    @tool
-    def run_tests() -> str:
-        """Run the test suite and report the result."""
-        if ending == "_ToolBroke":
-            raise _ToolBroke("the runner crashed")
-        return "1 failed"
-
     received: list[Confession] = []
     model = scripted_agent([tool_call_message(("run_tests", {}))])
     middleware: list[Any] = [ConfessionMiddleware(sinks=[received.append])]
@@ -297,7 +296,7 @@ def test_an_ending_without_an_answer_replays_the_agents_request(mode: Mode, endi
         middleware.insert(0, ModelCallLimitMiddleware(run_limit=2, exit_behavior="end"))
     agent = create_agent(
         model,
-        [run_tests],
+        [_run_tests(ending)],
         system_prompt="Never edit files under tests/.",
         name="coder",
         middleware=middleware,
